@@ -1,0 +1,1 @@
+//! Runnable trellis programs live in examples/.

@@ -1,0 +1,1 @@
+//! Black-box loom models of trellis (see tests/).

@@ -1,0 +1,205 @@
+//! A worker thread: its local queue, LIFO slot, and the loop that runs, steals and parks.
+//!
+//! # The loop
+//!
+//! Each tick a worker takes its next task from, in order: the global injector every
+//! [`GLOBAL_QUEUE_INTERVAL`] ticks (fairness for remote spawns and wakes), its local FIFO
+//! queue, then a batch from the injector. With nothing there it tries to become a searcher and
+//! steal a batch from a random victim (then the injector again); failing that it parks (the
+//! protocol of `idle.rs`).
+//!
+//! # The LIFO slot
+//!
+//! A task woken or spawned by the task running on this worker goes into the LIFO slot and
+//! runs right after the current one, while its data is still in cache (message passing,
+//! request/response). The task it displaces goes to the back of the local queue. At most
+//! [`MAX_LIFO_POLLS_IN_A_ROW`] slot tasks run in a row, and only while the cooperative budget
+//! lasts; after that the slot is flushed to the local queue so that two tasks waking each
+//! other cannot starve the rest. The slot is not stealable; the first wake into an empty slot
+//! does not wake another worker, every push into the local queue does (rule 1 of `idle.rs`).
+
+use std::cell::Cell;
+
+use super::queue::{Steal, Worker};
+use super::{Handle, Shared};
+use crate::task::Notified;
+use crate::tuning::{GLOBAL_QUEUE_INTERVAL, MAX_LIFO_POLLS_IN_A_ROW};
+
+pub(crate) type Task = Notified<Handle>;
+
+/// The state only the worker's own thread touches (through the thread-local context).
+pub(crate) struct WorkerCore {
+    index: usize,
+    handle: Handle,
+    local: Worker<Task>,
+    lifo: Cell<Option<Task>>,
+    lifo_enabled: Cell<bool>,
+    tick: Cell<u32>,
+    searching: Cell<bool>,
+    rng: Cell<u64>,
+}
+
+impl WorkerCore {
+    pub(super) fn new(index: usize, handle: Handle, local: Worker<Task>) -> WorkerCore {
+        WorkerCore {
+            index,
+            handle,
+            local,
+            lifo: Cell::new(None),
+            lifo_enabled: Cell::new(true),
+            tick: Cell::new(0),
+            searching: Cell::new(false),
+            rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ ((index as u64 + 1) << 17)),
+        }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    pub(crate) fn belongs_to(&self, shared: &Shared) -> bool {
+        std::ptr::eq(self.shared(), shared)
+    }
+
+    /// Queues a task woken or spawned on this worker (see "The LIFO slot").
+    pub(super) fn schedule_local(&self, task: Task, is_yield: bool) {
+        let notify = if is_yield || !self.lifo_enabled.get() {
+            self.local.push(task);
+            true
+        } else if let Some(prev) = self.lifo.replace(Some(task)) {
+            self.local.push(prev);
+            true
+        } else {
+            false
+        };
+        if notify {
+            self.shared().notify_parked();
+        }
+    }
+
+    /// The worker's main loop; returns at shutdown after dropping its queued entries.
+    pub(crate) fn run(&self) {
+        while !self.shared().is_shutdown() {
+            let tick = self.tick.get().wrapping_add(1);
+            self.tick.set(tick);
+            if let Some(task) = self.next_task(tick) {
+                self.run_task(task);
+            } else if let Some(task) = self.steal_work() {
+                self.run_task(task);
+            } else {
+                self.park();
+            }
+        }
+        self.drain_local();
+    }
+
+    fn next_task(&self, tick: u32) -> Option<Task> {
+        if tick % GLOBAL_QUEUE_INTERVAL == 0 {
+            if let Some(task) = steal_retrying(|| self.shared().injector.steal()) {
+                return Some(task);
+            }
+        }
+        if let Some(task) = self.lifo.take() {
+            return Some(task);
+        }
+        self.local
+            .pop()
+            .or_else(|| steal_retrying(|| self.shared().injector.steal_batch_and_pop(&self.local)))
+    }
+
+    fn steal_work(&self) -> Option<Task> {
+        let shared = self.shared();
+        if !self.searching.get() {
+            if !shared.idle.transition_worker_to_searching() {
+                return None;
+            }
+            self.searching.set(true);
+        }
+        let n = shared.remotes.len();
+        let start = self.next_random() as usize % n;
+        for i in 0..n {
+            let victim = (start + i) % n;
+            if victim == self.index {
+                continue;
+            }
+            let stealer = &shared.remotes[victim].stealer;
+            if let Some(task) = steal_retrying(|| stealer.steal_batch_and_pop(&self.local)) {
+                return Some(task);
+            }
+        }
+        steal_retrying(|| shared.injector.steal_batch_and_pop(&self.local))
+    }
+
+    fn run_task(&self, task: Task) {
+        if self.searching.replace(false) && self.shared().idle.transition_worker_from_searching()
+        {
+            // Rule 3 of idle.rs: the last searcher found work; get another one looking.
+            self.shared().notify_parked();
+        }
+        self.lifo_enabled.set(true);
+        task.run();
+        let mut lifo_polls = 0;
+        while let Some(next) = self.lifo.take() {
+            if lifo_polls >= MAX_LIFO_POLLS_IN_A_ROW || !crate::budget::has_budget_remaining() {
+                // Flush: the slot's task waits its turn, and later wakes skip the slot until
+                // the next task from the queue runs.
+                self.lifo_enabled.set(false);
+                self.local.push(next);
+                self.shared().notify_parked();
+                break;
+            }
+            lifo_polls += 1;
+            next.run();
+        }
+    }
+
+    fn park(&self) {
+        let shared = self.shared();
+        let was_searching = self.searching.replace(false);
+        if shared.idle.transition_worker_to_parked(self.index, was_searching) {
+            // Rule 4: the last searcher re-checks every queue before sleeping.
+            shared.notify_if_work_pending();
+        }
+        loop {
+            shared.remotes[self.index].parker.park();
+            if shared.is_shutdown() {
+                return;
+            }
+            if shared.idle.transition_worker_from_parked(self.index) {
+                // Rule 5: woken by a notifier, which counted us as searching.
+                self.searching.set(true);
+                return;
+            }
+        }
+    }
+
+    /// Drops the worker's queued entries at shutdown (the tasks themselves stay registered
+    /// and are dropped by the shutdown sequence).
+    fn drain_local(&self) {
+        drop(self.lifo.take());
+        while let Some(task) = self.local.pop() {
+            drop(task);
+        }
+    }
+
+    /// xorshift64*: victim selection only needs to be cheap and differ between workers.
+    fn next_random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Runs a steal until it is definite (crossbeam returns `Retry` when it lost a race).
+fn steal_retrying(mut steal: impl FnMut() -> Steal<Task>) -> Option<Task> {
+    loop {
+        match steal() {
+            Steal::Success(task) => return Some(task),
+            Steal::Empty => return None,
+            Steal::Retry => crate::sync::spin_loop(),
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Typed operations on a task cell: poll, complete, join, shutdown.
+//!
+//! Each function here is reached through the vtable of a `Cell<F, S>`, so the harness knows the
+//! concrete types. The rule numbers cited are those of the module doc of `task` and the state
+//! invariants of `task::state`.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::ptr::NonNull;
+use std::task::{Context, Poll, Waker};
+
+use super::raw::{Cell, Header, RawTask, Stage};
+use super::state::{State, TransitionToIdle, TransitionToRunning};
+use super::{current, waker, JoinError, Notified, Output, Schedule};
+use crate::budget;
+use crate::tuning::MAX_SELF_WAKES_WHILE_CANCELLED;
+
+pub(super) struct Harness<F: Future, S> {
+    cell: NonNull<Cell<F, S>>,
+}
+
+impl<F: Future, S: Schedule> Harness<F, S> {
+    /// # Safety
+    /// `ptr` must be the header of a live `Cell<F, S>`.
+    pub(super) unsafe fn from_raw(ptr: NonNull<Header>) -> Harness<F, S> {
+        Harness { cell: ptr.cast() }
+    }
+
+    fn cell(&self) -> &Cell<F, S> {
+        // SAFETY: `from_raw`'s contract; the caller of each vtable entry holds a reference.
+        unsafe { self.cell.as_ref() }
+    }
+
+    fn header(&self) -> &Header {
+        &self.cell().header
+    }
+
+    fn state(&self) -> &State {
+        &self.header().state
+    }
+
+    fn raw(&self) -> RawTask {
+        // SAFETY: the cell is live (see `cell`).
+        unsafe { RawTask::from_raw(self.cell.cast()) }
+    }
+
+    // ---- polling -------------------------------------------------------------------------
+
+    /// Runs the task for one poll; consumes the reference of the `Notified` that was queued.
+    pub(super) fn poll(self) {
+        match self.state().transition_to_running() {
+            TransitionToRunning::Success { cancelled } => self.poll_running(cancelled),
+            TransitionToRunning::Failed => {}
+            TransitionToRunning::Dealloc => self.raw().dealloc(),
+        }
+    }
+
+    fn poll_running(self, cancelled_at_start: bool) {
+        let polled = {
+            let waker = waker::waker_ref(self.header());
+            let mut cx = Context::from_waker(&waker);
+            let _frame = current::CurrentTaskGuard::enter(self.header());
+            let _budget = budget::TaskBudgetGuard::enter();
+            catch_unwind(AssertUnwindSafe(|| self.poll_future(&mut cx)))
+        };
+        match polled {
+            Ok(Poll::Ready(output)) => {
+                // The future is finished; drop it before publishing its output.
+                let output = match self.drop_future() {
+                    Ok(()) => Ok(output),
+                    Err(payload) => Err(JoinError::panic(self.header().id, payload)),
+                };
+                self.complete(output);
+            }
+            Ok(Poll::Pending) => {
+                if cancelled_at_start && self.root_may_drop() {
+                    // Rule 4: cancelled, and the future had a full poll to notice.
+                    let output = match self.drop_future() {
+                        Ok(()) => Err(JoinError::cancelled(self.header().id)),
+                        Err(payload) => Err(JoinError::panic(self.header().id, payload)),
+                    };
+                    self.complete(output);
+                    return;
+                }
+                match self.state().transition_to_idle() {
+                    TransitionToIdle::Ok => {}
+                    TransitionToIdle::OkNotified => {
+                        // Woken during its own poll: goes behind other work, reusing the
+                        // runner's reference for the queue entry (state invariant 1).
+                        // SAFETY: the transition left the task NOTIFIED and not RUNNING, and the
+                        // runner's reference is handed to the new `Notified`.
+                        let task = unsafe { Notified::from_raw(self.cell.cast()) };
+                        let refused = self.cell().scheduler.yield_now(task);
+                        // Dropped here, where nothing borrows the cell any more.
+                        drop(refused);
+                    }
+                }
+            }
+            Err(payload) => {
+                let id = self.header().id;
+                // The future panicked; its drop may panic too: report the first panic.
+                let _ = self.drop_future();
+                self.complete(Err(JoinError::panic(id, payload)));
+            }
+        }
+    }
+
+    fn poll_future(&self, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.cell().stage.with_mut(|stage| {
+            // SAFETY: rule 2: this thread holds RUNNING, so it has exclusive access to the stage.
+            let stage = unsafe { &mut *stage };
+            match stage {
+                // SAFETY: the future lives in a heap cell that never moves until it is
+                // deallocated, and it is dropped in place (`drop_future`), so it is pinned.
+                Stage::Running(future) => unsafe { Pin::new_unchecked(future) }.poll(cx),
+                _ => unreachable!("a task was polled after its future finished"),
+            }
+        })
+    }
+
+    /// Whether the root drops a cancelled future that just returned `Pending` (rule 4).
+    fn root_may_drop(&self) -> bool {
+        if budget::pending_was_forced() {
+            return false;
+        }
+        self.header().self_wakes_while_cancelled.with_mut(|streak| {
+            // SAFETY: rule 2: only the RUNNING holder touches this counter.
+            let streak = unsafe { &mut *streak };
+            if self.state().load().is_notified() && *streak < MAX_SELF_WAKES_WHILE_CANCELLED {
+                *streak += 1;
+                false
+            } else {
+                true
+            }
+        })
+    }
+
+    /// Takes the future (or output) out of the stage and drops it, catching a panic from its
+    /// `Drop`. The stage is `Consumed` before any user code runs, so nothing is dropped twice.
+    fn drop_future(&self) -> Result<(), Box<dyn Any + Send>> {
+        let old = self.take_stage();
+        catch_unwind(AssertUnwindSafe(move || drop(old)))
+    }
+
+    fn take_stage(&self) -> Stage<F> {
+        self.cell().stage.with_mut(|stage| {
+            // SAFETY: rule 2: the caller owns the stage (RUNNING, or the output after COMPLETE).
+            unsafe { std::ptr::replace(stage, Stage::Consumed) }
+        })
+    }
+
+    fn store_output(&self, output: Output<F::Output>) {
+        self.cell().stage.with_mut(|stage| {
+            // SAFETY: rule 2: RUNNING is held; the stage is `Consumed`, so nothing is dropped.
+            unsafe { std::ptr::write(stage, Stage::Finished(output)) }
+        });
+    }
+
+    /// Publishes the output, notifies the joiner and releases the task from its registry.
+    /// Consumes the runner's reference.
+    fn complete(self, output: Output<F::Output>) {
+        self.store_output(output);
+        let prev = self.state().transition_to_complete();
+        if !prev.is_join_interested() {
+            // Nobody will read the output (state invariant 2): drop it now.
+            let _ = self.drop_future();
+        } else if prev.is_join_waker_set() {
+            let _abort = AbortOnUnwind;
+            self.cell().join_waker.with(|slot| {
+                // SAFETY: state invariant 3: JOIN_WAKER was set at completion, so the slot is
+                // filled and the handle no longer writes it.
+                let slot = unsafe { &*slot };
+                if let Some(waker) = slot {
+                    waker.wake_by_ref();
+                }
+            });
+        }
+        let released = self.cell().scheduler.release(self.raw());
+        let refs = match released {
+            Some(task) => {
+                std::mem::forget(task);
+                2
+            }
+            None => 1,
+        };
+        if self.state().transition_to_terminal(refs) {
+            self.raw().dealloc();
+        }
+    }
+
+    // ---- scheduling and shutdown ----------------------------------------------------------
+
+    /// Queues the task; consumes one reference, which becomes the queue entry's.
+    pub(super) fn schedule(self) {
+        // SAFETY: callers come from a transition that returned `Submit`, which left the task
+        // NOTIFIED and idle and made the reference the queue entry's (state invariant 1).
+        let task = unsafe { Notified::from_raw(self.cell.cast()) };
+        let refused = self.cell().scheduler.schedule(task);
+        // Dropped here, where nothing borrows the cell any more.
+        drop(refused);
+    }
+
+    /// Shutdown: drops the future unless a thread is polling it. Consumes one reference.
+    pub(super) fn shutdown(self) {
+        if !self.state().transition_to_shutdown() {
+            self.raw().drop_reference();
+            return;
+        }
+        let id = self.header().id;
+        let output = match self.drop_future() {
+            Ok(()) => Err(JoinError::cancelled(id)),
+            Err(payload) => Err(JoinError::panic(id, payload)),
+        };
+        self.complete(output);
+    }
+
+    // ---- joining ------------------------------------------------------------------------
+
+    pub(super) fn try_read_output(self, dst: &mut Poll<Output<F::Output>>, waker: &Waker) {
+        if !self.can_read_output(waker) {
+            return;
+        }
+        match self.take_stage() {
+            Stage::Finished(output) => *dst = Poll::Ready(output),
+            _ => panic!("a JoinHandle was polled again after it returned its output"),
+        }
+    }
+
+    /// The join-waker protocol (state invariant 3). True when the output is ready to take.
+    fn can_read_output(&self, waker: &Waker) -> bool {
+        let snapshot = self.state().load();
+        if snapshot.is_complete() {
+            return true;
+        }
+        if snapshot.is_join_waker_set() {
+            let same = self.cell().join_waker.with(|slot| {
+                // SAFETY: invariant 3: the runtime only reads the slot, so shared reads are fine.
+                let slot = unsafe { &*slot };
+                slot.as_ref().is_some_and(|w| w.will_wake(waker))
+            });
+            if same {
+                return false;
+            }
+            if self.state().unset_join_waker().is_err() {
+                return true;
+            }
+        }
+        self.set_join_waker(waker.clone());
+        match self.state().set_join_waker() {
+            Ok(()) => false,
+            Err(_) => {
+                self.set_join_waker_none();
+                true
+            }
+        }
+    }
+
+    fn set_join_waker(&self, waker: Waker) {
+        self.cell().join_waker.with_mut(|slot| {
+            // SAFETY: invariant 3: JOIN_WAKER is clear and the handle is the only writer.
+            unsafe { *slot = Some(waker) };
+        });
+    }
+
+    fn set_join_waker_none(&self) {
+        let old = self.cell().join_waker.with_mut(|slot| {
+            // SAFETY: invariant 3: JOIN_WAKER is clear (or the task completed without it being
+            // set), so the runtime never reads the slot; the handle owns it.
+            unsafe { (*slot).take() }
+        });
+        drop(old);
+    }
+
+    /// The `JoinHandle` was dropped; consumes its reference.
+    pub(super) fn drop_join_handle_slow(self) {
+        let prev = self.state().transition_to_join_handle_dropped();
+        if prev.is_complete() {
+            // The output is the handle's (invariant 2): drop it, ignoring a panic in its Drop.
+            let _ = self.drop_future();
+        } else {
+            // JOIN_WAKER was cleared with JOIN_INTEREST: the slot is the handle's again.
+            self.set_join_waker_none();
+        }
+        self.raw().drop_reference();
+    }
+}
+
+/// Aborts the process if dropped during unwinding: a panic inside a state transition (from a
+/// user waker) would otherwise leave the task half-completed (STYLE.md habit 8).
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("trellis: a waker panicked while a task was completing; aborting");
+            std::process::abort();
+        }
+    }
+}

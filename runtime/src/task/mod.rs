@@ -1,0 +1,196 @@
+//! Tasks: one heap cell per spawned future, driven through a type-erased vtable.
+//!
+//! # The cell
+//!
+//! A task is a single allocation ([`raw::Cell`]) holding a [`raw::Header`] (the atomic state
+//! word of [`state`], the vtable, the task id), the handle of the scheduler that runs it, the
+//! *stage* (the future until it finishes, then its output) and the join-waker slot. Everything
+//! that refers to a task (a queued [`Notified`], the registry's [`Task`], a [`JoinHandle`],
+//! every `Waker`) is a pointer to that header owning one reference.
+//!
+//! # Rules
+//!
+//! 1. **References.** A fresh task has three: the owned-task registry (released when the task
+//!    completes), the `Notified` that queues it, and the `JoinHandle`. Wakers and queue entries
+//!    add and drop theirs; the last one frees the cell (state invariant 4 keeps the registry's
+//!    reference alive until completion, so a task is never freed with its future inside).
+//! 2. **Who touches the stage.** Only the holder of `RUNNING` (a worker polling, or shutdown
+//!    dropping the future), then whoever owns the output after `COMPLETE` (state invariant 2).
+//! 3. **Panics are caught.** A panic while polling, or while dropping the future or output, is
+//!    caught and becomes `JoinError::is_panic` (or is discarded if nobody can read it): a
+//!    panicking task never unwinds into a worker.
+//! 4. **Root cancellation.** The `CANCELLED` bit is the task's root cancel status (the place
+//!    where the structured-concurrency layer hangs its status node). It is set by
+//!    `JoinHandle::cancel` and by runtime shutdown. The root is a *dropper* (DESIGN.md 3.10):
+//!    a poll that began with the bit set and ended `Pending` (not forced by the cooperative
+//!    budget, not re-woken by the future itself more than a few times in a row) drops the
+//!    future, and the task joins as `JoinError::is_cancelled`. So the future always gets one
+//!    full poll in which its cancel points report `Cancelled`.
+//!
+//! # Safety
+//!
+//! The `unsafe` of the runtime's task model lives in this module's `raw`, `harness`, `waker`,
+//! `join` and `current` files. Every block cites the rule above or the state invariant it
+//! relies on.
+
+mod current;
+mod error;
+mod harness;
+mod id;
+mod join;
+mod owned;
+mod raw;
+mod state;
+mod waker;
+
+#[cfg(all(test, loom))]
+mod loom_models;
+
+pub(crate) use current::current_task_is_cancelled;
+pub use error::JoinError;
+pub use id::TaskId;
+pub use join::JoinHandle;
+pub(crate) use owned::OwnedTasks;
+pub(crate) use raw::{Header, RawTask};
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+
+/// What a task's join yields.
+pub(crate) type Output<T> = Result<T, JoinError>;
+
+/// Where a task goes when it is woken, and who keeps it alive until it completes.
+pub(crate) trait Schedule: Sized + Send + Sync + 'static {
+    /// Queues a woken task (from a waker, a spawn or a cancel).
+    ///
+    /// Returns the task if the scheduler has shut down and refuses it. The caller drops it
+    /// *after* this call returns: dropping it may free the task's cell, which is where `self`
+    /// lives, so it must not happen while `self` is borrowed.
+    #[must_use = "a refused task must be dropped by the caller"]
+    fn schedule(&self, task: Notified<Self>) -> Option<Notified<Self>>;
+
+    /// Queues a task that woke itself during its own poll (it yielded): behind other work.
+    /// Refusal as for [`schedule`](Self::schedule).
+    #[must_use = "a refused task must be dropped by the caller"]
+    fn yield_now(&self, task: Notified<Self>) -> Option<Notified<Self>> {
+        self.schedule(task)
+    }
+
+    /// The task completed: hand back the registry's reference, if the registry still has it.
+    fn release(&self, task: RawTask) -> Option<Task<Self>>;
+}
+
+/// A reference to a task held by the owned-task registry.
+pub(crate) struct Task<S: 'static> {
+    raw: RawTask,
+    _scheduler: PhantomData<S>,
+}
+
+/// A reference to a task that is queued to run (state invariant 1).
+pub(crate) struct Notified<S: 'static>(Task<S>);
+
+/// Allocates a task. The caller registers `Task`, queues `Notified` and returns the handle.
+pub(crate) fn new_task<F, S>(
+    future: F,
+    scheduler: S,
+    id: TaskId,
+) -> (Task<S>, Notified<S>, JoinHandle<F::Output>)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+    S: Schedule,
+{
+    let raw = RawTask::new(future, scheduler, id);
+    let task = Task { raw, _scheduler: PhantomData };
+    let notified = Notified(Task { raw, _scheduler: PhantomData });
+    (task, notified, JoinHandle::new(raw))
+}
+
+impl<S: 'static> Task<S> {
+    /// # Safety
+    /// The caller hands over one reference to the task at `ptr`.
+    unsafe fn from_raw(ptr: std::ptr::NonNull<Header>) -> Task<S> {
+        // SAFETY: forwarded from the caller's contract.
+        Task { raw: unsafe { RawTask::from_raw(ptr) }, _scheduler: PhantomData }
+    }
+
+    pub(crate) fn raw(&self) -> RawTask {
+        self.raw
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        self.raw.header()
+    }
+
+    pub(crate) fn id(&self) -> TaskId {
+        self.header().id()
+    }
+
+    fn into_raw(self) -> RawTask {
+        ManuallyDrop::new(self).raw
+    }
+
+    /// Runtime shutdown: drops the future now unless a thread is polling it, completing the
+    /// task as cancelled. Consumes this reference.
+    pub(crate) fn shutdown(self) {
+        self.into_raw().shutdown();
+    }
+
+    /// Cancels the task's root and makes sure it is polled again (rule 4).
+    pub(crate) fn cancel(&self) {
+        cancel_raw(self.raw);
+    }
+
+    /// A second reference to the same task.
+    pub(crate) fn clone_ref(&self) -> Task<S> {
+        self.raw.state().ref_inc();
+        Task { raw: self.raw, _scheduler: PhantomData }
+    }
+}
+
+impl<S: 'static> Drop for Task<S> {
+    fn drop(&mut self) {
+        self.raw.drop_reference();
+    }
+}
+
+impl<S: 'static> Notified<S> {
+    /// # Safety
+    /// The caller hands over one reference, and the task is `NOTIFIED` and not `RUNNING` with
+    /// no other `Notified` in existence (state invariant 1).
+    unsafe fn from_raw(ptr: std::ptr::NonNull<Header>) -> Notified<S> {
+        // SAFETY: forwarded from the caller's contract.
+        Notified(unsafe { Task::from_raw(ptr) })
+    }
+
+    /// Polls the task (or discards it if shutdown completed it while queued).
+    pub(crate) fn run(self) {
+        self.0.into_raw().poll();
+    }
+
+    /// Shutdown of a queue that will never run this entry: drops the future now (unless a
+    /// thread is polling it) and completes the task as cancelled. Consumes the reference.
+    pub(crate) fn shutdown(self) {
+        self.0.shutdown();
+    }
+}
+
+/// Sets the cancel bit and queues the task if it was idle (shared by `JoinHandle::cancel`).
+fn cancel_raw(raw: RawTask) {
+    if let state::TransitionToNotified::Submit = raw.state().transition_to_cancelled() {
+        raw.schedule();
+    }
+}
+
+impl<S> std::fmt::Debug for Task<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task").field("id", &self.id()).finish()
+    }
+}
+
+impl<S> std::fmt::Debug for Notified<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notified").field("id", &self.0.id()).finish()
+    }
+}

@@ -1,0 +1,222 @@
+//! The task cell: one heap allocation holding the header, the scheduler handle, the stage
+//! (future, then output) and the join-waker slot, plus the type-erased vtable that lets the
+//! scheduler and the `JoinHandle` drive it without knowing the future's type.
+//!
+//! # Layout
+//!
+//! `Cell<F, S>` is `#[repr(C)]` with the [`Header`] first, so a pointer to the cell is a pointer
+//! to its header: every untyped handle ([`RawTask`], wakers, queue entries) is a
+//! `NonNull<Header>` and the vtable casts it back to the concrete cell.
+
+use std::future::Future;
+use std::ptr::NonNull;
+use std::task::Waker;
+
+use super::harness::Harness;
+use super::id::TaskId;
+use super::state::State;
+use super::Schedule;
+use crate::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use crate::sync::UnsafeCell;
+
+/// The untyped part of every task, at offset 0 of its cell.
+#[repr(C)]
+pub(crate) struct Header {
+    pub(super) state: State,
+    pub(super) vtable: &'static Vtable,
+    pub(super) id: TaskId,
+    /// Slot in the owned-task registry shard (written and read under that shard's lock).
+    owned_slot: AtomicU32,
+    /// Polls in a row that ended `Pending` with the task re-woken while it was cancelled; only
+    /// touched by the thread holding `RUNNING` (state invariant 2).
+    pub(super) self_wakes_while_cancelled: UnsafeCell<u8>,
+}
+
+impl Header {
+    pub(crate) fn id(&self) -> TaskId {
+        self.id
+    }
+
+    pub(crate) fn owned_slot(&self) -> u32 {
+        self.owned_slot.load(Relaxed)
+    }
+
+    pub(crate) fn set_owned_slot(&self, slot: u32) {
+        self.owned_slot.store(slot, Relaxed)
+    }
+}
+
+/// What the cell holds besides the header. The future lives here until it completes or is
+/// dropped; then the output until the `JoinHandle` takes it.
+pub(super) enum Stage<F: Future> {
+    Running(F),
+    Finished(super::Output<F::Output>),
+    Consumed,
+}
+
+/// One task's allocation.
+#[repr(C)]
+pub(super) struct Cell<F: Future, S> {
+    pub(super) header: Header,
+    pub(super) scheduler: S,
+    pub(super) stage: UnsafeCell<Stage<F>>,
+    /// The waker of whoever awaits the `JoinHandle` (state invariant 3).
+    pub(super) join_waker: UnsafeCell<Option<Waker>>,
+}
+
+/// Type-erased operations on a cell.
+pub(super) struct Vtable {
+    /// Polls the task (consumes the reference of a `Notified`).
+    pub(super) poll: unsafe fn(NonNull<Header>),
+    /// Queues the task (consumes one reference, which becomes the `Notified`'s).
+    pub(super) schedule: unsafe fn(NonNull<Header>),
+    /// Frees the cell (refcount reached zero).
+    pub(super) dealloc: unsafe fn(NonNull<Header>),
+    /// Moves the output into `*dst` (a `Poll<Result<T, JoinError>>`) or registers the waker.
+    pub(super) try_read_output: unsafe fn(NonNull<Header>, *mut (), &Waker),
+    /// The `JoinHandle` was dropped (consumes its reference).
+    pub(super) drop_join_handle_slow: unsafe fn(NonNull<Header>),
+    /// Runtime shutdown: drops the future if nobody is polling it (consumes one reference).
+    pub(super) shutdown: unsafe fn(NonNull<Header>),
+}
+
+fn vtable<F: Future, S: Schedule>() -> &'static Vtable {
+    &Vtable {
+        poll: poll::<F, S>,
+        schedule: schedule::<F, S>,
+        dealloc: dealloc::<F, S>,
+        try_read_output: try_read_output::<F, S>,
+        drop_join_handle_slow: drop_join_handle_slow::<F, S>,
+        shutdown: shutdown::<F, S>,
+    }
+}
+
+/// A non-owning pointer to a task's header (copying it does not touch the refcount).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawTask {
+    ptr: NonNull<Header>,
+}
+
+// SAFETY: a `RawTask` is only a pointer; everything reachable through it is synchronised by the
+// state word, and only `Send` futures are ever put into cells (`Task::new` requires it).
+unsafe impl Send for RawTask {}
+// SAFETY: as above; shared access goes through atomics or is guarded by `RUNNING`.
+unsafe impl Sync for RawTask {}
+
+impl RawTask {
+    /// Allocates a cell holding `future` with the initial state (three references).
+    pub(super) fn new<F, S>(future: F, scheduler: S, id: TaskId) -> RawTask
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+        S: Schedule,
+    {
+        let cell = Box::new(Cell {
+            header: Header {
+                state: State::new(),
+                vtable: vtable::<F, S>(),
+                id,
+                owned_slot: AtomicU32::new(u32::MAX),
+                self_wakes_while_cancelled: UnsafeCell::new(0),
+            },
+            scheduler,
+            stage: UnsafeCell::new(Stage::Running(future)),
+            join_waker: UnsafeCell::new(None),
+        });
+        let ptr = NonNull::from(Box::leak(cell)).cast::<Header>();
+        RawTask { ptr }
+    }
+
+    /// # Safety
+    /// `ptr` must point to the header of a live task cell.
+    pub(super) unsafe fn from_raw(ptr: NonNull<Header>) -> RawTask {
+        RawTask { ptr }
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: every `RawTask` in circulation is backed by a reference (owned by the
+        // `Task`/`Notified`/`JoinHandle`/waker that holds it), so the cell is live.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    pub(super) fn state(&self) -> &State {
+        &self.header().state
+    }
+
+    pub(super) fn poll(self) {
+        // SAFETY: the vtable belongs to this cell; the caller passes a `Notified`'s reference.
+        unsafe { (self.header().vtable.poll)(self.ptr) }
+    }
+
+    pub(super) fn schedule(self) {
+        // SAFETY: the vtable belongs to this cell; the caller passes a reference for the queue.
+        unsafe { (self.header().vtable.schedule)(self.ptr) }
+    }
+
+    pub(super) fn dealloc(self) {
+        // SAFETY: the vtable belongs to this cell; the caller observed the refcount reach zero.
+        unsafe { (self.header().vtable.dealloc)(self.ptr) }
+    }
+
+    /// # Safety
+    /// `dst` must point to a `Poll<Result<T, JoinError>>` with `T` the task's output type, and
+    /// the caller must hold the join handle (state invariant 2 and 3).
+    pub(super) unsafe fn try_read_output(self, dst: *mut (), waker: &Waker) {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { (self.header().vtable.try_read_output)(self.ptr, dst, waker) }
+    }
+
+    pub(super) fn drop_join_handle_slow(self) {
+        // SAFETY: the vtable belongs to this cell; the caller passes the join handle's reference.
+        unsafe { (self.header().vtable.drop_join_handle_slow)(self.ptr) }
+    }
+
+    pub(super) fn shutdown(self) {
+        // SAFETY: the vtable belongs to this cell; the caller passes one reference.
+        unsafe { (self.header().vtable.shutdown)(self.ptr) }
+    }
+
+    /// Drops one reference, deallocating on the last.
+    pub(super) fn drop_reference(self) {
+        if self.state().ref_dec() {
+            self.dealloc();
+        }
+    }
+}
+
+unsafe fn poll<F: Future, S: Schedule>(ptr: NonNull<Header>) {
+    // SAFETY: the vtable is only reachable from a `Cell<F, S>` (see `RawTask::new`).
+    let harness = unsafe { Harness::<F, S>::from_raw(ptr) };
+    harness.poll();
+}
+
+unsafe fn schedule<F: Future, S: Schedule>(ptr: NonNull<Header>) {
+    // SAFETY: see `poll`.
+    let harness = unsafe { Harness::<F, S>::from_raw(ptr) };
+    harness.schedule();
+}
+
+unsafe fn dealloc<F: Future, S: Schedule>(ptr: NonNull<Header>) {
+    // SAFETY: refcount reached zero, so this is the only access; the cell came from `Box`.
+    drop(unsafe { Box::from_raw(ptr.cast::<Cell<F, S>>().as_ptr()) });
+}
+
+unsafe fn try_read_output<F: Future, S: Schedule>(ptr: NonNull<Header>, dst: *mut (), w: &Waker) {
+    // SAFETY: see `poll`.
+    let harness = unsafe { Harness::<F, S>::from_raw(ptr) };
+    // SAFETY: the caller's contract makes `dst` a `Poll<Result<F::Output, JoinError>>`.
+    let dst = unsafe { &mut *dst.cast::<std::task::Poll<super::Output<F::Output>>>() };
+    harness.try_read_output(dst, w);
+}
+
+unsafe fn drop_join_handle_slow<F: Future, S: Schedule>(ptr: NonNull<Header>) {
+    // SAFETY: see `poll`.
+    let harness = unsafe { Harness::<F, S>::from_raw(ptr) };
+    harness.drop_join_handle_slow();
+}
+
+unsafe fn shutdown<F: Future, S: Schedule>(ptr: NonNull<Header>) {
+    // SAFETY: see `poll`.
+    let harness = unsafe { Harness::<F, S>::from_raw(ptr) };
+    harness.shutdown();
+}

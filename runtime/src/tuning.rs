@@ -1,0 +1,64 @@
+//! Every tunable constant of the runtime, in one place, each with its normal value and the small
+//! value the loom models use (a loom model explores every interleaving, so the constants that
+//! bound loops and batch sizes must be tiny there).
+
+use std::time::Duration;
+
+macro_rules! tunable {
+    ($(#[$doc:meta])* $name:ident: $t:ty = $normal:expr, loom: $loom:expr;) => {
+        $(#[$doc])*
+        #[cfg(not(loom))]
+        pub(crate) const $name: $t = $normal;
+        $(#[$doc])*
+        #[cfg(loom)]
+        pub(crate) const $name: $t = $loom;
+    };
+}
+
+tunable! {
+    /// Every this many scheduler ticks a worker takes its next task from the global injector
+    /// before its local queue, so that remotely spawned or woken tasks are not starved by a busy
+    /// local queue (tokio uses 61, a prime, so it does not beat with other periods).
+    GLOBAL_QUEUE_INTERVAL: u32 = 61, loom: 3;
+}
+
+tunable! {
+    /// At most this many tasks run in a row from the LIFO slot before the slot's task goes to
+    /// the back of the local queue: two tasks waking each other cannot starve the rest.
+    MAX_LIFO_POLLS_IN_A_ROW: u32 = 3, loom: 1;
+}
+
+tunable! {
+    /// Cooperative budget: trellis operations a task may complete in one poll before they start
+    /// returning `Pending` (after waking the task) so that the task yields to its neighbours.
+    TASK_BUDGET: u8 = 128, loom: 2;
+}
+
+tunable! {
+    /// A cancelled task whose poll re-woke itself is given this many extra polls in a row
+    /// before the root drops it anyway (DESIGN.md 3.10: a future that keeps yielding while
+    /// cancelled must still end).
+    MAX_SELF_WAKES_WHILE_CANCELLED: u8 = 4, loom: 1;
+}
+
+tunable! {
+    /// Default upper bound on blocking-pool threads.
+    DEFAULT_MAX_BLOCKING_THREADS: usize = 512, loom: 1;
+}
+
+tunable! {
+    /// A blocking-pool thread with no work for this long exits (it is "reaped").
+    BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(10), loom: Duration::from_secs(10);
+}
+
+tunable! {
+    /// How long dropping a runtime waits for cancelled tasks to finish their cleanup before it
+    /// drops whatever is left (`Runtime::shutdown_timeout` chooses its own).
+    DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5), loom: Duration::from_secs(5);
+}
+
+tunable! {
+    /// Number of shards of the owned-task registry per worker thread (rounded up to a power of
+    /// two); more shards mean less lock contention between spawns and completions.
+    OWNED_SHARDS_PER_WORKER: usize = 4, loom: 1;
+}
