@@ -77,7 +77,9 @@ impl fmt::Display for Cancelled {
         match &self.source {
             CancelSource::Explicit => f.write_str("explicit")?,
             CancelSource::Deadline => f.write_str("deadline")?,
-            CancelSource::Nursery { failed_task } => write!(f, "nursery (task {failed_task} failed)")?,
+            CancelSource::Nursery { failed_task } => {
+                write!(f, "nursery (task {failed_task} failed)")?
+            }
             CancelSource::Shutdown => f.write_str("shutdown")?,
         }
         if let Some(reason) = &self.reason {
@@ -89,7 +91,10 @@ impl fmt::Display for Cancelled {
 
 impl fmt::Debug for Cancelled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cancelled").field("source", &self.source).field("reason", &self.reason).finish()
+        f.debug_struct("Cancelled")
+            .field("source", &self.source)
+            .field("reason", &self.reason)
+            .finish()
     }
 }
 

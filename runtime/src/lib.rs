@@ -35,7 +35,9 @@ mod sync;
 mod task;
 mod tuning;
 
-pub use cancel::{checkpoint, is_cancelled, yield_now, CancelSource, Cancelled, Checkpoint, YieldNow};
+pub use cancel::{
+    checkpoint, is_cancelled, yield_now, CancelSource, Cancelled, Checkpoint, YieldNow,
+};
 pub use rt::{Builder, Runtime};
 pub use scheduler::{EnterGuard, Handle};
 pub use task::{JoinError, JoinHandle, TaskId};
@@ -49,7 +51,8 @@ use std::future::Future;
 /// If the runtime cannot start its threads, or if called inside a runtime (use `.await`).
 #[track_caller]
 pub fn run<F: Future>(future: F) -> F::Output {
-    let runtime = Runtime::new().unwrap_or_else(|e| panic!("trellis::run could not start the runtime: {e}"));
+    let runtime =
+        Runtime::new().unwrap_or_else(|e| panic!("trellis::run could not start the runtime: {e}"));
     runtime.block_on(future)
 }
 

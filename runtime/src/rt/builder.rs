@@ -47,7 +47,10 @@ impl Builder {
     /// If `n` is 0 (a runtime needs at least one worker).
     #[track_caller]
     pub fn worker_threads(&mut self, n: usize) -> &mut Builder {
-        assert!(n > 0, "Builder::worker_threads: a runtime needs at least one worker thread (got 0)");
+        assert!(
+            n > 0,
+            "Builder::worker_threads: a runtime needs at least one worker thread (got 0)"
+        );
         self.worker_threads = Some(n);
         self
     }
@@ -66,7 +69,10 @@ impl Builder {
     /// If `n` is 0.
     #[track_caller]
     pub fn max_blocking_threads(&mut self, n: usize) -> &mut Builder {
-        assert!(n > 0, "Builder::max_blocking_threads: the blocking pool needs at least one thread (got 0)");
+        assert!(
+            n > 0,
+            "Builder::max_blocking_threads: the blocking pool needs at least one thread (got 0)"
+        );
         self.max_blocking_threads = n;
         self
     }
@@ -99,7 +105,8 @@ impl Builder {
             self.blocking_keep_alive,
             format!("{}-blocking", self.thread_name),
         );
-        let config = Config { thread_name: self.thread_name.clone(), virtual_time: self.virtual_time };
+        let config =
+            Config { thread_name: self.thread_name.clone(), virtual_time: self.virtual_time };
         let (handle, cores) = Handle::new(workers, config, blocking);
         let mut threads = Vec::with_capacity(workers);
         let mut runtime = Runtime { handle: handle.clone(), threads: Vec::new() };

@@ -96,7 +96,8 @@ impl Runtime {
 
     #[track_caller]
     fn shutdown(&mut self, grace: Duration) {
-        let on_own_worker = context::with_worker(|core| core.is_some_and(|c| c.belongs_to(&self.handle.shared)));
+        let on_own_worker =
+            context::with_worker(|core| core.is_some_and(|c| c.belongs_to(&self.handle.shared)));
         if on_own_worker {
             if std::thread::panicking() {
                 // Unwinding through a worker: cannot shut down from here without deadlocking,

@@ -81,7 +81,8 @@ impl Handle {
         config: Config,
         blocking: BlockingPool,
     ) -> (Handle, Vec<WorkerCore>) {
-        let locals: Vec<Worker<Notified<Handle>>> = (0..workers).map(|_| Worker::new_fifo()).collect();
+        let locals: Vec<Worker<Notified<Handle>>> =
+            (0..workers).map(|_| Worker::new_fifo()).collect();
         let remotes = locals
             .iter()
             .map(|local| Remote { stealer: local.stealer(), parker: Parker::new() })
@@ -253,7 +254,8 @@ impl Shared {
 
     /// Rule 4 of `idle.rs`: the last searcher found nothing; look once more everywhere.
     fn notify_if_work_pending(&self) {
-        let pending = self.remotes.iter().any(|r| !r.stealer.is_empty()) || !self.injector.is_empty();
+        let pending =
+            self.remotes.iter().any(|r| !r.stealer.is_empty()) || !self.injector.is_empty();
         if pending {
             self.notify_parked();
         }

@@ -131,8 +131,7 @@ impl WorkerCore {
     }
 
     fn run_task(&self, task: Task) {
-        if self.searching.replace(false) && self.shared().idle.transition_worker_from_searching()
-        {
+        if self.searching.replace(false) && self.shared().idle.transition_worker_from_searching() {
             // Rule 3 of idle.rs: the last searcher found work; get another one looking.
             self.shared().notify_parked();
         }

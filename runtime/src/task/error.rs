@@ -73,7 +73,9 @@ impl JoinError {
     /// # Panics
     /// If the error is not a panic (check [`is_panic`](Self::is_panic) first).
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
-        self.try_into_panic().unwrap_or_else(|e| panic!("`JoinError::into_panic` on a JoinError that is not a panic: {e}"))
+        self.try_into_panic().unwrap_or_else(|e| {
+            panic!("`JoinError::into_panic` on a JoinError that is not a panic: {e}")
+        })
     }
 
     /// The panic payload, or the error back if it is not a panic.
@@ -103,7 +105,11 @@ impl fmt::Display for JoinError {
             },
             Repr::Failed => write!(f, "task {} failed; its error went to its nursery", self.id),
             Repr::Interrupted => {
-                write!(f, "waiting for task {} was interrupted: the waiting task was cancelled", self.id)
+                write!(
+                    f,
+                    "waiting for task {} was interrupted: the waiting task was cancelled",
+                    self.id
+                )
             }
         }
     }
