@@ -14,5 +14,5 @@
 
 pub use trellis_runtime::{
     checkpoint, is_cancelled, run, spawn, spawn_blocking, yield_now, Builder, CancelSource,
-    Cancelled, Checkpoint, Handle, JoinError, JoinHandle, Runtime, TaskId, YieldNow,
+    Cancelled, Checkpoint, EnterGuard, Handle, JoinError, JoinHandle, Runtime, TaskId, YieldNow,
 };

@@ -13,11 +13,215 @@
 
 #[cfg(not(loom))]
 mod imp {
-    pub(crate) use parking_lot::{Condvar, Mutex, RwLock};
-    pub(crate) use std::sync::Arc;
+    //! Thin wrappers rather than re-exports: `clippy.toml` forbids naming the std/parking_lot
+    //! types anywhere, and the lint sees through re-exports, so the facade owns its types.
+
+    pub(crate) use parking_lot::{
+        MutexGuard, RwLockReadGuard, RwLockWriteGuard, WaitTimeoutResult,
+    };
+
+    /// `std::sync::Arc` (only the methods trellis uses).
+    #[derive(Debug, Default)]
+    pub(crate) struct Arc<T>(std::sync::Arc<T>);
+
+    impl<T> Arc<T> {
+        #[inline]
+        pub(crate) fn new(value: T) -> Arc<T> {
+            Arc(std::sync::Arc::new(value))
+        }
+
+        #[inline]
+        pub(crate) fn ptr_eq(this: &Arc<T>, other: &Arc<T>) -> bool {
+            std::sync::Arc::ptr_eq(&this.0, &other.0)
+        }
+    }
+
+    impl<T> Clone for Arc<T> {
+        #[inline]
+        fn clone(&self) -> Arc<T> {
+            Arc(self.0.clone())
+        }
+    }
+
+    impl<T> std::ops::Deref for Arc<T> {
+        type Target = T;
+        #[inline]
+        fn deref(&self) -> &T {
+            &self.0
+        }
+    }
+
+    /// `parking_lot::Mutex`.
+    #[derive(Debug, Default)]
+    pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        #[inline]
+        pub(crate) const fn new(value: T) -> Mutex<T> {
+            Mutex(parking_lot::Mutex::new(value))
+        }
+
+        #[inline]
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock()
+        }
+
+        #[inline]
+        pub(crate) fn into_inner(self) -> T {
+            self.0.into_inner()
+        }
+    }
+
+    /// `parking_lot::Condvar`.
+    #[derive(Debug, Default)]
+    pub(crate) struct Condvar(parking_lot::Condvar);
+
+    impl Condvar {
+        #[inline]
+        pub(crate) const fn new() -> Condvar {
+            Condvar(parking_lot::Condvar::new())
+        }
+
+        #[inline]
+        pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+            self.0.wait(guard);
+        }
+
+        #[inline]
+        pub(crate) fn wait_for<T>(
+            &self,
+            guard: &mut MutexGuard<'_, T>,
+            timeout: std::time::Duration,
+        ) -> WaitTimeoutResult {
+            self.0.wait_for(guard, timeout)
+        }
+
+        #[inline]
+        pub(crate) fn notify_one(&self) -> bool {
+            self.0.notify_one()
+        }
+
+        #[inline]
+        pub(crate) fn notify_all(&self) -> usize {
+            self.0.notify_all()
+        }
+    }
+
+    /// `parking_lot::RwLock`.
+    #[derive(Debug, Default)]
+    pub(crate) struct RwLock<T>(parking_lot::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        #[inline]
+        pub(crate) const fn new(value: T) -> RwLock<T> {
+            RwLock(parking_lot::RwLock::new(value))
+        }
+
+        #[inline]
+        pub(crate) fn read(&self) -> RwLockReadGuard<'_, T> {
+            self.0.read()
+        }
+
+        #[inline]
+        pub(crate) fn write(&self) -> RwLockWriteGuard<'_, T> {
+            self.0.write()
+        }
+    }
 
     pub(crate) mod atomic {
-        pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
+        pub(crate) use std::sync::atomic::{fence, Ordering};
+
+        macro_rules! atomic_wrapper {
+            ($(#[$doc:meta])* $name:ident, $std:ident, $int:ty) => {
+                $(#[$doc])*
+                #[derive(Debug, Default)]
+                #[repr(transparent)]
+                pub(crate) struct $name(std::sync::atomic::$std);
+
+                #[allow(dead_code)]
+                impl $name {
+                    #[inline]
+                    pub(crate) const fn new(v: $int) -> $name {
+                        $name(std::sync::atomic::$std::new(v))
+                    }
+                    #[inline]
+                    pub(crate) fn load(&self, order: Ordering) -> $int {
+                        self.0.load(order)
+                    }
+                    #[inline]
+                    pub(crate) fn store(&self, v: $int, order: Ordering) {
+                        self.0.store(v, order)
+                    }
+                    #[inline]
+                    pub(crate) fn swap(&self, v: $int, order: Ordering) -> $int {
+                        self.0.swap(v, order)
+                    }
+                    #[inline]
+                    pub(crate) fn compare_exchange(
+                        &self,
+                        current: $int,
+                        new: $int,
+                        success: Ordering,
+                        failure: Ordering,
+                    ) -> Result<$int, $int> {
+                        self.0.compare_exchange(current, new, success, failure)
+                    }
+                    #[inline]
+                    pub(crate) fn compare_exchange_weak(
+                        &self,
+                        current: $int,
+                        new: $int,
+                        success: Ordering,
+                        failure: Ordering,
+                    ) -> Result<$int, $int> {
+                        self.0.compare_exchange_weak(current, new, success, failure)
+                    }
+                    #[inline]
+                    pub(crate) fn fetch_or(&self, v: $int, order: Ordering) -> $int {
+                        self.0.fetch_or(v, order)
+                    }
+                    #[inline]
+                    pub(crate) fn fetch_and(&self, v: $int, order: Ordering) -> $int {
+                        self.0.fetch_and(v, order)
+                    }
+                    #[inline]
+                    pub(crate) fn fetch_xor(&self, v: $int, order: Ordering) -> $int {
+                        self.0.fetch_xor(v, order)
+                    }
+                }
+            };
+        }
+
+        macro_rules! atomic_int_ops {
+            ($name:ident, $int:ty) => {
+                #[allow(dead_code)]
+                impl $name {
+                    #[inline]
+                    pub(crate) fn fetch_add(&self, v: $int, order: Ordering) -> $int {
+                        self.0.fetch_add(v, order)
+                    }
+                    #[inline]
+                    pub(crate) fn fetch_sub(&self, v: $int, order: Ordering) -> $int {
+                        self.0.fetch_sub(v, order)
+                    }
+                }
+            };
+        }
+
+        atomic_wrapper!(
+            /// `std::sync::atomic::AtomicUsize`.
+            AtomicUsize, AtomicUsize, usize
+        );
+        atomic_int_ops!(AtomicUsize, usize);
+        atomic_wrapper!(
+            /// `std::sync::atomic::AtomicU32`.
+            AtomicU32, AtomicU32, u32
+        );
+        atomic_int_ops!(AtomicU32, u32);
+        atomic_wrapper!(
+            /// `std::sync::atomic::AtomicBool`.
+            AtomicBool, AtomicBool, bool
+        );
     }
 
     pub(crate) mod thread {

@@ -60,9 +60,7 @@ fn more_jobs_than_threads_all_complete_with_bounded_concurrency() {
 }
 
 on_workers!(blocking_panic_is_reported, |rt| {
-    let err = rt
-        .block_on(async { spawn_blocking(|| panic!("blocking boom")).await.map(|()| ()) })
-        .unwrap_err();
+    let err = rt.block_on(async { spawn_blocking(|| panic!("blocking boom")).await }).unwrap_err();
     assert!(err.is_panic());
     assert!(err.to_string().contains("blocking boom"));
 });

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
 
@@ -17,7 +17,7 @@ on_workers!(
     cancel_drops_a_suspended_task, |rt| {
     let tracker = Tracker::new();
     let (_tx, rx) = oneshot::<()>();
-    let h = rt.spawn(tracker.track(async move { rx.await }));
+    let h = rt.spawn(tracker.track(rx));
     rt.block_on(async { yield_now().await });
     h.cancel();
     h.cancel(); // idempotent
@@ -28,27 +28,35 @@ on_workers!(
 });
 
 on_workers!(
-    /// Level-triggered: every cancel point fails, again and again; a task may still finish
-    /// normally after seeing `Cancelled`, and then joins with its output.
+    /// Level-triggered: once cancelled, every cancel point fails, again and again; a task may
+    /// still finish normally after seeing `Cancelled`, and then joins with its output.
     cancel_points_fail_repeatedly, |rt| {
-    let (go_tx, go_rx) = oneshot::<()>();
-    let h = rt.spawn(async move {
-        go_rx.await;
-        let mut failures = 0;
-        for _ in 0..5 {
-            if checkpoint().await.is_err() {
-                failures += 1;
+    let started = Arc::new(AtomicBool::new(false));
+    let cancel_sent = Arc::new(AtomicBool::new(false));
+    let h = rt.spawn({
+        let started = started.clone();
+        let cancel_sent = cancel_sent.clone();
+        async move {
+            started.store(true, SeqCst);
+            // Stay inside this poll until the cancel has landed (so it lands mid-poll).
+            while !cancel_sent.load(SeqCst) {
+                thread::yield_now();
             }
+            let mut failures = 0;
+            for _ in 0..5 {
+                if checkpoint().await.is_err() {
+                    failures += 1;
+                }
+            }
+            failures
         }
-        failures
     });
-    h.cancel();
-    go_tx.send(());
-    // The task was cancelled while suspended: it gets one more poll, in which it finishes.
-    match rt.block_on(h) {
-        Ok(failures) => assert_eq!(failures, 5),
-        Err(e) => panic!("a task that finishes during its last poll yields its output, got {e}"),
+    while !started.load(SeqCst) {
+        thread::yield_now();
     }
+    h.cancel();
+    cancel_sent.store(true, SeqCst);
+    assert_eq!(rt.block_on(h).unwrap(), 5);
 });
 
 on_workers!(
@@ -114,7 +122,7 @@ on_workers!(
     rt.block_on(joiner_started_rx);
     joiner.cancel();
     let (first, target) = rt.block_on(joiner).expect("the joiner finishes in its last poll");
-    assert_eq!(first.unwrap_err(), true);
+    assert!(first.unwrap_err(), "the interrupted join reports is_interrupted");
     tx.send(3);
     assert_eq!(rt.block_on(target).unwrap(), 3);
 });
@@ -140,11 +148,14 @@ on_workers!(cancel_from_a_foreign_thread, |rt| {
 #[test]
 fn cancelled_converts_to_io_error_recognised_by_is_cancelled() {
     let rt = common::runtime(1);
-    let c: Cancelled = rt.block_on(async {
-        let h = spawn(async { checkpoint().await.unwrap_err() });
-        h.cancel();
-        h.await.unwrap()
-    });
+    // Spawned from a task, so the cancel lands before the child's first poll (LIFO slot).
+    let c: Cancelled = rt
+        .block_on(rt.spawn(async {
+            let h = spawn(async { checkpoint().await.unwrap_err() });
+            h.cancel();
+            h.await.unwrap()
+        }))
+        .unwrap();
     assert_eq!(c.to_string(), "cancelled: explicit");
     let e: std::io::Error = c.into();
     assert!(is_cancelled(&e));

@@ -44,7 +44,8 @@ on_workers!(
     // Finished, output unread (the output is itself tracked).
     let finished = rt.spawn(tracker.track({
         let t = tracker.clone();
-        async move { t.track(async {}) }
+        // A tuple, so the output is a value (not something to await).
+        async move { (t.track(async {}),) }
     }));
     while !finished.is_finished() {
         thread::yield_now();

@@ -224,7 +224,7 @@ on_workers!(detached_tasks_run_to_completion, |rt| {
 
 on_workers!(is_finished_and_id, |rt| {
     let (tx, rx) = oneshot::<()>();
-    let h = rt.spawn(async move { rx.await });
+    let h = rt.spawn(rx);
     let h2 = rt.spawn(async {});
     assert_ne!(h.id(), h2.id());
     assert!(!h.is_finished());

@@ -94,7 +94,7 @@ impl WorkerCore {
     }
 
     fn next_task(&self, tick: u32) -> Option<Task> {
-        if tick % GLOBAL_QUEUE_INTERVAL == 0 {
+        if tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL) {
             if let Some(task) = steal_retrying(|| self.shared().injector.steal()) {
                 return Some(task);
             }

@@ -86,6 +86,7 @@ impl<F: Future, S: Schedule> Harness<F, S> {
                 }
                 match self.state().transition_to_idle() {
                     TransitionToIdle::Ok => {}
+                    TransitionToIdle::OkDealloc => self.raw().dealloc(),
                     TransitionToIdle::OkNotified => {
                         // Woken during its own poll: goes behind other work, reusing the
                         // runner's reference for the queue entry (state invariant 1).

@@ -72,7 +72,10 @@ impl<T> Future for JoinHandle<T> {
         let mut out: Poll<Result<T, JoinError>> = Poll::Pending;
         // SAFETY: `out` has the type `try_read_output` writes for a task of output `T` (the
         // handle was created for this cell with this `T`), and `self` is the join handle.
-        unsafe { self.raw.try_read_output((&mut out as *mut Poll<Result<T, JoinError>>).cast(), cx.waker()) };
+        unsafe {
+            self.raw
+                .try_read_output((&mut out as *mut Poll<Result<T, JoinError>>).cast(), cx.waker())
+        };
         if out.is_ready() {
             progress.made_progress();
         }

@@ -38,7 +38,9 @@ impl<S: 'static> OwnedTasks<S> {
         let n = shards.max(1).next_power_of_two();
         OwnedTasks {
             shards: (0..n)
-                .map(|_| Mutex::new(Shard { closed: false, slots: Vec::new(), free: Vec::new(), len: 0 }))
+                .map(|_| {
+                    Mutex::new(Shard { closed: false, slots: Vec::new(), free: Vec::new(), len: 0 })
+                })
                 .collect(),
             drained: Mutex::new(()),
             drained_cv: Condvar::new(),
@@ -59,7 +61,8 @@ impl<S: 'static> OwnedTasks<S> {
         let slot = match shard.free.pop() {
             Some(slot) => slot,
             None => {
-                let slot = u32::try_from(shard.slots.len()).expect("more than 4 billion live tasks in one shard");
+                let slot = u32::try_from(shard.slots.len())
+                    .expect("more than 4 billion live tasks in one shard");
                 shard.slots.push(None);
                 slot
             }

@@ -41,7 +41,7 @@ const REF_MASK: usize = !(REF_ONE - 1);
 
 /// A fresh task: queued once (`NOTIFIED`), with a join handle, and three references: the
 /// owned-task registry, the queued `Notified`, and the `JoinHandle`.
-const INITIAL: usize = NOTIFIED | JOIN_INTEREST | 3 * REF_ONE;
+const INITIAL: usize = NOTIFIED | JOIN_INTEREST | (3 * REF_ONE);
 
 /// The atomic state word of one task.
 pub(super) struct State {
@@ -112,6 +112,9 @@ pub(super) enum TransitionToIdle {
     /// Woken during the poll: still `NOTIFIED`, and the runner's reference now belongs to the
     /// `Notified` the caller must queue.
     OkNotified,
+    /// Idle, and the runner's reference was the last one (only possible for a task that is not
+    /// registered, i.e. a blocking job whose handle is gone): deallocate.
+    OkDealloc,
 }
 
 /// Outcome of a wake.
@@ -178,8 +181,13 @@ impl State {
             if s.is_notified() {
                 (Some(Snapshot(s.0 & !RUNNING)), TransitionToIdle::OkNotified)
             } else {
-                debug_assert!(s.ref_count() >= 2, "registry and runner both hold references");
-                (Some(Snapshot((s.0 & !RUNNING) - REF_ONE)), TransitionToIdle::Ok)
+                let next = Snapshot((s.0 & !RUNNING) - REF_ONE);
+                let out = if next.ref_count() == 0 {
+                    TransitionToIdle::OkDealloc
+                } else {
+                    TransitionToIdle::Ok
+                };
+                (Some(next), out)
             }
         })
     }
