@@ -167,7 +167,7 @@ impl Future for YieldNow {
             return Poll::Ready(());
         }
         self.yielded = true;
-        cx.waker().wake_by_ref();
+        crate::task::wake_for_repoll(cx.waker());
         Poll::Pending
     }
 }

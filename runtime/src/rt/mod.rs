@@ -14,7 +14,7 @@ use crate::context;
 use crate::scheduler::{Handle, Parker};
 use crate::sync::thread::JoinHandle as ThreadHandle;
 use crate::sync::{arc_waker, Arc};
-use crate::task::JoinHandle;
+use crate::task::{CurrentTaskGuard, JoinHandle};
 use crate::tuning::DEFAULT_SHUTDOWN_GRACE;
 
 /// A trellis runtime: worker threads running tasks, plus a blocking pool.
@@ -147,6 +147,8 @@ impl Wake for UnparkOnWake {
 
 /// Polls `future` on this thread, parking between polls.
 fn block_on_thread<F: Future>(future: F) -> F::Output {
+    // A blocking job may call `block_on`: what it polls here is not part of that job's task.
+    let _no_task = CurrentTaskGuard::enter_none();
     let parker = Arc::new(Parker::new());
     let waker = arc_waker(UnparkOnWake(parker.clone()));
     let mut cx = Context::from_waker(&waker);

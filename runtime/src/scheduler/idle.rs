@@ -21,6 +21,11 @@
 //!    unparked worker *on the sleeper's behalf*, pops a sleeper and unparks it after unlocking.
 //!    If every worker is unparked and none is searching, they are all running tasks and each
 //!    will look at the queues before it sleeps.
+//!
+//!    Work a worker queues for *itself* (its LIFO slot or local queue, from inside a task it
+//!    is running) cannot be lost: that worker never parks while its own queue holds work. The
+//!    notification is then only about parallelism, so it starts with a plain load of `state`
+//!    and skips the fence when nobody could be woken ([`Idle::worker_to_notify_local`]).
 //! 2. **Searching.** A worker that ran out of local work becomes searching only if fewer than
 //!    half the workers are searching ([`Idle::transition_worker_to_searching`]); otherwise it
 //!    goes straight to rule 4 without stealing.
@@ -47,7 +52,10 @@
 //! the re-check for everyone. The loom models in `scheduler::loom_models` and the black-box
 //! models in `loom-tests/` check this with two workers and a foreign thread.
 
-use crate::sync::atomic::{fence, AtomicUsize, Ordering::SeqCst};
+use crate::sync::atomic::{
+    fence, AtomicUsize,
+    Ordering::{Relaxed, SeqCst},
+};
 use crate::sync::Mutex;
 
 const UNPARKED_SHIFT: usize = 16;
@@ -93,6 +101,19 @@ impl Idle {
         let worker = sleepers.pop();
         debug_assert!(worker.is_some(), "fewer unparked workers than workers, yet no sleeper");
         worker
+    }
+
+    /// Rule 1 for work pushed to the calling worker's *own* queue or LIFO slot: the caller is
+    /// awake and will run that work itself if nobody steals it, so no wake-up can be lost and
+    /// the notification only serves parallelism. A plain load then suffices to skip it in the
+    /// common case (everyone busy, or someone searching); only if it looks useful is the fenced
+    /// check of rule 1 made.
+    pub(crate) fn worker_to_notify_local(&self) -> Option<usize> {
+        let state = self.state.load(Relaxed);
+        if num_searching(state) != 0 || num_unparked(state) >= self.num_workers {
+            return None;
+        }
+        self.worker_to_notify()
     }
 
     fn notify_should_wake(&self) -> bool {

@@ -252,6 +252,14 @@ impl Shared {
         }
     }
 
+    /// As `notify_parked`, for work a worker queued for itself (see
+    /// `Idle::worker_to_notify_local`).
+    fn notify_parked_local(&self) {
+        if let Some(index) = self.idle.worker_to_notify_local() {
+            self.remotes[index].parker.unpark();
+        }
+    }
+
     /// Rule 4 of `idle.rs`: the last searcher found nothing; look once more everywhere.
     fn notify_if_work_pending(&self) {
         let pending =

@@ -73,7 +73,7 @@ impl WorkerCore {
             false
         };
         if notify {
-            self.shared().notify_parked();
+            self.shared().notify_parked_local();
         }
     }
 
@@ -133,7 +133,7 @@ impl WorkerCore {
     fn run_task(&self, task: Task) {
         if self.searching.replace(false) && self.shared().idle.transition_worker_from_searching() {
             // Rule 3 of idle.rs: the last searcher found work; get another one looking.
-            self.shared().notify_parked();
+            self.shared().notify_parked_local();
         }
         self.lifo_enabled.set(true);
         task.run();
@@ -144,7 +144,7 @@ impl WorkerCore {
                 // the next task from the queue runs.
                 self.lifo_enabled.set(false);
                 self.local.push(next);
-                self.shared().notify_parked();
+                self.shared().notify_parked_local();
                 break;
             }
             lifo_polls += 1;

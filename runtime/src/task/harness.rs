@@ -58,12 +58,13 @@ impl<F: Future, S: Schedule> Harness<F, S> {
     }
 
     fn poll_running(self, cancelled_at_start: bool) {
-        let polled = {
+        let (polled, repoll) = {
             let waker = waker::waker_ref(self.header());
             let mut cx = Context::from_waker(&waker);
-            let _frame = current::CurrentTaskGuard::enter(self.header());
+            let frame = current::CurrentTaskGuard::enter(self.header());
             let _budget = budget::TaskBudgetGuard::enter();
-            catch_unwind(AssertUnwindSafe(|| self.poll_future(&mut cx)))
+            let polled = catch_unwind(AssertUnwindSafe(|| self.poll_future(&mut cx)));
+            (polled, frame.take_repoll())
         };
         match polled {
             Ok(Poll::Ready(output)) => {
@@ -75,7 +76,7 @@ impl<F: Future, S: Schedule> Harness<F, S> {
                 self.complete(output);
             }
             Ok(Poll::Pending) => {
-                if cancelled_at_start && self.root_may_drop() {
+                if cancelled_at_start && self.root_may_drop(repoll) {
                     // Rule 4: cancelled, and the future had a full poll to notice.
                     let output = match self.drop_future() {
                         Ok(()) => Err(JoinError::cancelled(self.header().id)),
@@ -84,7 +85,12 @@ impl<F: Future, S: Schedule> Harness<F, S> {
                     self.complete(output);
                     return;
                 }
-                match self.state().transition_to_idle() {
+                let idle = if repoll {
+                    self.state().transition_to_notified_from_running()
+                } else {
+                    self.state().transition_to_idle()
+                };
+                match idle {
                     TransitionToIdle::Ok => {}
                     TransitionToIdle::OkDealloc => self.raw().dealloc(),
                     TransitionToIdle::OkNotified => {
@@ -122,14 +128,16 @@ impl<F: Future, S: Schedule> Harness<F, S> {
     }
 
     /// Whether the root drops a cancelled future that just returned `Pending` (rule 4).
-    fn root_may_drop(&self) -> bool {
+    /// `repoll`: the future asked to be polled again (it yielded to its own task).
+    fn root_may_drop(&self, repoll: bool) -> bool {
         if budget::pending_was_forced() {
             return false;
         }
         self.header().self_wakes_while_cancelled.with_mut(|streak| {
             // SAFETY: rule 2: only the RUNNING holder touches this counter.
             let streak = unsafe { &mut *streak };
-            if self.state().load().is_notified() && *streak < MAX_SELF_WAKES_WHILE_CANCELLED {
+            let woken = repoll || self.state().load().is_notified();
+            if woken && *streak < MAX_SELF_WAKES_WHILE_CANCELLED {
                 *streak += 1;
                 false
             } else {

@@ -46,7 +46,7 @@ mod waker;
 #[cfg(all(test, loom))]
 mod loom_models;
 
-pub(crate) use current::current_task_is_cancelled;
+pub(crate) use current::{current_task_is_cancelled, wake_for_repoll, CurrentTaskGuard};
 pub use error::JoinError;
 pub use id::TaskId;
 pub use join::JoinHandle;

@@ -192,6 +192,16 @@ impl State {
         })
     }
 
+    /// Ends a poll that returned `Pending` after asking to be polled again (`yield_now`
+    /// through the frame): as `transition_to_idle` with `NOTIFIED` set, in one step.
+    /// The runner's reference becomes the new `Notified`'s (invariant 1).
+    pub(super) fn transition_to_notified_from_running(&self) -> TransitionToIdle {
+        self.fetch_update(|s| {
+            debug_assert!(s.is_running() && !s.is_complete(), "{s:?}");
+            (Some(Snapshot((s.0 | NOTIFIED) & !RUNNING)), TransitionToIdle::OkNotified)
+        })
+    }
+
     /// Sets `COMPLETE` and clears `RUNNING`; returns the state before.
     pub(super) fn transition_to_complete(&self) -> Snapshot {
         let prev = Snapshot(self.word.fetch_xor(RUNNING | COMPLETE, AcqRel));

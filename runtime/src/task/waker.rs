@@ -23,6 +23,11 @@ pub(super) fn waker_ref(header: &Header) -> ManuallyDrop<Waker> {
     ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(ptr, &WAKER_VTABLE)) })
 }
 
+/// Whether `waker` is the waker of the task at `task` (made by this module).
+pub(super) fn is_task_waker_for(waker: &Waker, task: NonNull<Header>) -> bool {
+    std::ptr::eq(waker.vtable(), &WAKER_VTABLE) && waker.data() == task.as_ptr().cast_const().cast()
+}
+
 /// # Safety
 /// `ptr` is the header pointer of a waker created by this module, which keeps the task alive.
 unsafe fn raw_task(ptr: *const ()) -> RawTask {
