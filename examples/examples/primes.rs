@@ -86,8 +86,12 @@ fn main() {
 
         assert_eq!(single, parallel, "both ways must count the same primes");
         println!("primes below {limit}: {single}");
-        println!("  1 task:          {}", ms(one_task));
-        println!("  {tasks} tasks: {:>12}  on {workers} worker threads", ms(many_tasks));
+        println!("  {:<10} {:>10}", "1 task:", ms(one_task));
+        println!(
+            "  {:<10} {:>10}  on {workers} worker threads",
+            format!("{tasks} tasks:"),
+            ms(many_tasks)
+        );
         println!("  speed-up: {:.2}x", one_task.as_secs_f64() / many_tasks.as_secs_f64());
     });
 }
