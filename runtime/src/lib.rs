@@ -58,6 +58,19 @@ pub fn run<F: Future>(future: F) -> F::Output {
 
 /// Spawns a task onto the current runtime; see [`Handle::spawn`].
 ///
+/// The future must be `Send + 'static`: it may run on any worker thread. A future holding an
+/// `Rc` across an `.await` does not compile:
+///
+/// ```compile_fail,E0277
+/// trellis_runtime::run(async {
+///     trellis_runtime::spawn(async {
+///         let shared = std::rc::Rc::new(1);
+///         trellis_runtime::yield_now().await;
+///         *shared
+///     });
+/// });
+/// ```
+///
 /// # Panics
 /// Outside a runtime (no worker, `block_on` or blocking-pool thread of a runtime), with a
 /// message saying what to do instead.

@@ -400,6 +400,7 @@ pub(crate) fn arc_waker<W: std::task::Wake + Send + Sync + 'static>(w: W) -> std
 /// Hands out process-unique numbers (task ids) in blocks, so that spawning does not touch a
 /// shared counter on every call. Uniqueness is all that is needed, no ordering with anything
 /// else, so the counter stays a plain `std` atomic even under loom (it is invisible to models).
+#[cfg(not(loom))]
 pub(crate) fn next_unique_id() -> u64 {
     use std::cell::Cell;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -418,4 +419,18 @@ pub(crate) fn next_unique_id() -> u64 {
         range.set((next + 1, end));
         next
     })
+}
+
+/// Under loom, ids must restart with every execution: loom replays executions and requires
+/// each to be deterministic, and a task's id picks its owned-task registry shard (a different
+/// mutex). So the counter is a loom lazy static (reset per execution) holding a plain atomic
+/// (invisible to loom: it orders nothing, and loom runs one thread at a time).
+#[cfg(loom)]
+pub(crate) fn next_unique_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    loom::lazy_static! {
+        static ref NEXT: AtomicU64 = AtomicU64::new(1);
+    }
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
