@@ -269,7 +269,7 @@ impl TimerWheel {
         // The partial tick: entries due in (now_tick, now] sit in slots starting at
         // now_tick + 1. Fire those in place, so a deadline fires as soon as it passes (virtual
         // time jumps to exact deadlines, which are rarely whole ticks).
-        if now % TICK_NANOS != 0 {
+        if !now.is_multiple_of(TICK_NANOS) {
             for level in 0..LEVELS {
                 if self.next_slot_start(level) == Some(now_tick + 1) {
                     let position = level * SLOTS + slot_for(now_tick + 1, level);
