@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use crate::context;
 use crate::scheduler::Handle;
 use crate::sync::thread::{self, JoinHandle as ThreadHandle};
-use crate::sync::{Arc, Condvar, Mutex};
+use crate::sync::{thread_local_const, Arc, Condvar, Mutex};
 use crate::task::{self, JoinHandle, Notified, RawTask, Schedule, Task, TaskId};
+use std::cell::Cell;
 
 /// The pool, owned by the scheduler's shared state.
 #[derive(Debug)]
@@ -107,9 +108,16 @@ impl BlockingPool {
         join
     }
 
-    /// Step 7 of the shutdown sequence (see `scheduler::shutdown`).
+    /// Step 7 of the shutdown sequence (see `scheduler::shutdown`). If called from one of this
+    /// pool's own threads (a blocking job dropping the runtime), that thread is not waited for.
     pub(crate) fn shutdown(&self, deadline: Instant) {
         let inner = &*self.inner;
+        let own_thread = POOL_THREAD
+            .with(|t| t.get())
+            .0
+            .eq(&inner.address())
+            .then(|| POOL_THREAD.with(|t| t.get().1));
+        let others = usize::from(own_thread.is_some());
         let queued = {
             let mut state = inner.state.lock();
             state.shutdown = true;
@@ -120,14 +128,19 @@ impl BlockingPool {
             job.shutdown();
         }
         let mut state = inner.state.lock();
-        while state.num_threads > 0 {
+        while state.num_threads > others {
             let now = Instant::now();
             if now >= deadline {
                 return; // running jobs overstayed the grace period: detach their threads
             }
             inner.exit_cv.wait_for(&mut state, deadline - now);
         }
-        let threads: Vec<_> = state.threads.drain().map(|(_, t)| t).collect();
+        let threads: Vec<_> = state
+            .threads
+            .drain()
+            .filter(|(id, _)| Some(*id) != own_thread)
+            .map(|(_, t)| t)
+            .collect();
         drop(state);
         for thread in threads {
             let _ = thread.join();
@@ -139,6 +152,18 @@ impl BlockingPool {
     pub(crate) fn num_threads(&self) -> usize {
         self.inner.state.lock().num_threads
     }
+}
+
+impl Inner {
+    /// Identifies the pool (for the thread-local "this is one of my threads" marker).
+    fn address(&self) -> usize {
+        self as *const Inner as usize
+    }
+}
+
+thread_local_const! {
+    /// On a pool thread: (address of its pool, its id in `State::threads`).
+    static POOL_THREAD: Cell<(usize, usize)> = Cell::new((0, usize::MAX));
 }
 
 impl BlockingSchedule {
@@ -171,7 +196,14 @@ impl BlockingSchedule {
                 Err(e) if state.num_threads > 0 => {
                     eprintln!("trellis: could not start a blocking-pool thread ({e}); the job waits for a busy one");
                 }
-                Err(e) => panic!("trellis: could not start any blocking-pool thread: {e}"),
+                Err(e) => {
+                    // No thread will ever run it: take the job back, complete it as cancelled,
+                    // and report the failure.
+                    let job = state.queue.pop_back().expect("the job just queued");
+                    drop(state);
+                    job.shutdown();
+                    panic!("trellis: could not start any blocking-pool thread: {e}");
+                }
             }
         }
         None
@@ -180,12 +212,23 @@ impl BlockingSchedule {
     fn thread_main(&self, id: usize) {
         let _context = context::enter_blocking_thread(&self.handle);
         let inner = &*self.inner;
+        POOL_THREAD.with(|t| t.set((inner.address(), id)));
         let mut state = inner.state.lock();
         loop {
             if let Some(job) = state.queue.pop_front() {
                 drop(state);
-                job.run();
+                let again = job.run();
                 state = inner.state.lock();
+                if let Some(job) = again {
+                    // Asked to be polled again (it was cancelled mid-poll: see `BlockingJob`).
+                    if state.shutdown {
+                        drop(state);
+                        job.shutdown();
+                        state = inner.state.lock();
+                    } else {
+                        state.queue.push_back(job);
+                    }
+                }
                 continue;
             }
             if state.shutdown {

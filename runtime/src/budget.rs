@@ -22,22 +22,50 @@ thread_local_const! {
     static BUDGET: Cell<(Budget, bool)> = Cell::new((None, false));
 }
 
-/// Gives the current task poll a fresh budget until dropped.
-pub(crate) struct TaskBudgetGuard {
-    prev: Budget,
+/// Installs a budget until dropped, then restores the previous one.
+pub(crate) struct BudgetGuard {
+    restore: Option<Budget>,
 }
 
-impl TaskBudgetGuard {
-    pub(crate) fn enter() -> TaskBudgetGuard {
+impl BudgetGuard {
+    /// A worker about to run a task and the LIFO-slot tasks after it: one fresh budget shared
+    /// by the whole chain, so a chain of tasks waking each other also yields eventually.
+    pub(crate) fn for_chain() -> BudgetGuard {
         let prev = BUDGET.with(|b| b.replace((Some(TASK_BUDGET), false)).0);
-        TaskBudgetGuard { prev }
+        BudgetGuard { restore: Some(prev) }
+    }
+
+    /// One task poll: keeps the chain's budget if a worker installed one, otherwise (a
+    /// blocking-pool thread) installs a fresh one for this poll. Clears the "forced" flag.
+    pub(crate) fn for_poll() -> BudgetGuard {
+        BUDGET.with(|b| {
+            let (budget, _) = b.get();
+            match budget {
+                Some(_) => {
+                    b.set((budget, false));
+                    BudgetGuard { restore: None }
+                }
+                None => {
+                    b.set((Some(TASK_BUDGET), false));
+                    BudgetGuard { restore: Some(None) }
+                }
+            }
+        })
+    }
+
+    /// Outside any task (`block_on`): unconstrained, whatever the thread was doing before.
+    pub(crate) fn unconstrained() -> BudgetGuard {
+        let prev = BUDGET.with(|b| b.replace((None, false)).0);
+        BudgetGuard { restore: Some(prev) }
     }
 }
 
-impl Drop for TaskBudgetGuard {
+impl Drop for BudgetGuard {
     fn drop(&mut self) {
-        // Keep the "forced" flag: the harness reads it after the poll.
-        BUDGET.with(|b| b.set((self.prev, b.get().1)));
+        if let Some(prev) = self.restore {
+            // Keep the "forced" flag: the harness reads it after the poll.
+            BUDGET.with(|b| b.set((prev, b.get().1)));
+        }
     }
 }
 

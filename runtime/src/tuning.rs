@@ -35,9 +35,10 @@ tunable! {
 }
 
 tunable! {
-    /// A cancelled task whose poll re-woke itself is given this many extra polls in a row
+    /// A cancelled task whose poll ended `Pending` but already woken again (by itself, e.g. a
+    /// yield, or by anyone else) is given at most this many extra polls over its whole life
     /// before the root drops it anyway (DESIGN.md 3.10: a future that keeps yielding while
-    /// cancelled must still end).
+    /// cancelled must still end). Stricter than "in a row", and simpler.
     MAX_SELF_WAKES_WHILE_CANCELLED: u8 = 4, loom: 1;
 }
 
@@ -55,6 +56,12 @@ tunable! {
     /// How long dropping a runtime waits for cancelled tasks to finish their cleanup before it
     /// drops whatever is left (`Runtime::shutdown_timeout` chooses its own).
     DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5), loom: Duration::from_secs(5);
+}
+
+tunable! {
+    /// Shutdown waits at least this long for idle workers to exit, even when the grace period
+    /// is already spent.
+    MIN_WORKER_JOIN: Duration = Duration::from_millis(100), loom: Duration::from_millis(100);
 }
 
 tunable! {

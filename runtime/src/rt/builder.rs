@@ -109,7 +109,7 @@ impl Builder {
             Config { thread_name: self.thread_name.clone(), virtual_time: self.virtual_time };
         let (handle, cores) = Handle::new(workers, config, blocking);
         let mut threads = Vec::with_capacity(workers);
-        let mut runtime = Runtime { handle: handle.clone(), threads: Vec::new() };
+        let mut runtime = Runtime { handle: handle.clone(), threads: Vec::new(), shut_down: false };
         for (index, core) in cores.into_iter().enumerate() {
             let worker_handle = handle.clone();
             let spawned = thread::Builder::new()

@@ -10,9 +10,10 @@ use std::pin::pin;
 use std::task::{Context, Poll, Wake};
 use std::time::Duration;
 
+use crate::budget::BudgetGuard;
 use crate::context;
 use crate::scheduler::{Handle, Parker};
-use crate::sync::thread::JoinHandle as ThreadHandle;
+use crate::sync::thread::{self, JoinHandle as ThreadHandle};
 use crate::sync::{arc_waker, Arc};
 use crate::task::{CurrentTaskGuard, JoinHandle};
 use crate::tuning::DEFAULT_SHUTDOWN_GRACE;
@@ -33,6 +34,7 @@ use crate::tuning::DEFAULT_SHUTDOWN_GRACE;
 pub struct Runtime {
     handle: Handle,
     threads: Vec<ThreadHandle<()>>,
+    shut_down: bool,
 }
 
 impl Runtime {
@@ -96,25 +98,29 @@ impl Runtime {
 
     #[track_caller]
     fn shutdown(&mut self, grace: Duration) {
-        let on_own_worker =
-            context::with_worker(|core| core.is_some_and(|c| c.belongs_to(&self.handle.shared)));
-        if on_own_worker {
-            if std::thread::panicking() {
-                // Unwinding through a worker: cannot shut down from here without deadlocking,
-                // and a second panic would abort. The threads stay detached.
-                return;
-            }
-            panic!(
-                "a trellis runtime was dropped (or shut down) from one of its own worker \
-                 threads, which would deadlock waiting for itself: drop it from outside the \
-                 runtime, e.g. from the thread that built it or from a `spawn_blocking` job"
-            );
+        if std::mem::replace(&mut self.shut_down, true) {
+            return;
         }
         let threads = std::mem::take(&mut self.threads);
-        if threads.is_empty() && self.handle.shared.is_shutdown() {
-            return; // already shut down
+        let on_own_worker =
+            context::with_worker(|core| core.is_some_and(|c| c.belongs_to(&self.handle.shared)));
+        if !on_own_worker {
+            self.handle.shutdown(threads, grace);
+            return;
         }
-        self.handle.shutdown(threads, grace);
+        // Waiting here for the workers would wait for this very thread. Run the shutdown on a
+        // thread of its own (so nothing leaks), then report the misuse.
+        let handle = self.handle.clone();
+        let name = format!("{}-shutdown", self.handle.shared.config.thread_name);
+        let _ = thread::Builder::new().name(name).spawn(move || handle.shutdown(threads, grace));
+        if !std::thread::panicking() {
+            panic!(
+                "a trellis runtime was dropped (or shut down) from one of its own worker \
+                 threads, which would deadlock waiting for itself (it is being shut down in the \
+                 background instead): drop it from outside the runtime, e.g. from the thread that \
+                 built it or from a `spawn_blocking` job"
+            );
+        }
     }
 }
 
@@ -149,6 +155,7 @@ impl Wake for UnparkOnWake {
 fn block_on_thread<F: Future>(future: F) -> F::Output {
     // A blocking job may call `block_on`: what it polls here is not part of that job's task.
     let _no_task = CurrentTaskGuard::enter_none();
+    let _budget = BudgetGuard::unconstrained();
     let parker = Arc::new(Parker::new());
     let waker = arc_waker(UnparkOnWake(parker.clone()));
     let mut cx = Context::from_waker(&waker);

@@ -33,10 +33,11 @@
 //!    if it was the last searcher it notifies another sleeper (rule 1), because where there
 //!    was one task there may be more, and now nobody is looking.
 //! 4. **Going to sleep.** Under the lock, the worker decrements `num_unparked` (and
-//!    `num_searching` if it was searching) and pushes itself onto `sleepers`. If it was the
-//!    last searcher, it then re-checks every queue and, if any holds work, notifies (rule 1),
-//!    which may wake itself. It then parks on its `Parker` (see `park.rs`: an unpark that
-//!    comes before the park is not lost).
+//!    `num_searching` if it was searching) and pushes itself onto `sleepers`. If nobody is
+//!    searching after that (it was the last searcher, or it was refused searching and the
+//!    searchers have all stopped since), it re-checks every queue and, if any holds work,
+//!    notifies (rule 1), which may wake itself. It then parks on its `Parker` (see `park.rs`:
+//!    an unpark that comes before the park is not lost).
 //! 5. **Waking.** A worker returning from `park` checks under the lock whether it is still in
 //!    `sleepers`. If not, a notifier took it out and already counted it as unparked and
 //!    searching (rule 1): it starts searching. If it is, the wake-up was spurious (or a
@@ -45,11 +46,14 @@
 //! # Why no wake-up is lost
 //!
 //! A task published in step 1 and a worker going to sleep in step 4 order their accesses to
-//! `state` (`SeqCst`), so either the publisher sees the sleeper's decrement (and wakes a
-//! sleeper, since nobody is searching) or the sleeper, if it was the last searcher, sees the
-//! task in its re-check. A sleeper that was not searching skipped the re-check only because a
-//! searcher existed when it decided; that searcher, or whichever searcher gives up last, does
-//! the re-check for everyone. The loom models in `scheduler::loom_models` and the black-box
+//! `state` (`SeqCst`). Either the publisher sees the sleeper's decrement, and then (if nobody
+//! is searching) wakes a sleeper; or the sleeper's decrement comes later and, if nobody is
+//! searching, its re-check sees the task. If someone *is* searching at either point, that
+//! searcher finds the task, or stops: by finding other work (rule 3: as the last searcher it
+//! notifies, and its read of `state` comes after its own decrement, so it sees every earlier
+//! sleeper) or by sleeping (rule 4: it re-checks). A worker refused searching that sleeps
+//! while a searcher exists is covered the same way: whoever stops searching last either sees
+//! it asleep and wakes it, or it sees nobody searching and re-checks. The loom models in `scheduler::loom_models` and the black-box
 //! models in `loom-tests/` check this with two workers and a foreign thread.
 
 use crate::sync::atomic::{
@@ -124,12 +128,16 @@ impl Idle {
 
     /// Rule 2: true if the worker may search (and is now counted as searching).
     pub(crate) fn transition_worker_to_searching(&self) -> bool {
-        let state = self.state.load(SeqCst);
-        if 2 * num_searching(state) >= self.num_workers {
-            return false;
+        let mut state = self.state.load(SeqCst);
+        loop {
+            if 2 * num_searching(state) >= self.num_workers {
+                return false;
+            }
+            match self.state.compare_exchange_weak(state, state + ONE_SEARCHING, SeqCst, SeqCst) {
+                Ok(_) => return true,
+                Err(actual) => state = actual,
+            }
         }
-        self.state.fetch_add(ONE_SEARCHING, SeqCst);
-        true
     }
 
     /// Rule 3: the worker found work; true if it was the last searcher (caller notifies).
@@ -139,14 +147,14 @@ impl Idle {
         num_searching(prev) == 1
     }
 
-    /// Rule 4: registers `worker` as asleep; true if it was the last searcher (the caller
+    /// Rule 4: registers `worker` as asleep; true if nobody is searching any more (the caller
     /// re-checks the queues).
     pub(crate) fn transition_worker_to_parked(&self, worker: usize, is_searching: bool) -> bool {
         let mut sleepers = self.sleepers.lock();
         let dec = ONE_UNPARKED + if is_searching { ONE_SEARCHING } else { 0 };
         let prev = self.state.fetch_sub(dec, SeqCst);
         sleepers.push(worker);
-        is_searching && num_searching(prev) == 1
+        num_searching(prev - dec) == 0
     }
 
     /// Rule 5: true if a notifier took `worker` out of `sleepers` (it is now searching).

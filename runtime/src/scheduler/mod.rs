@@ -138,7 +138,11 @@ impl Handle {
     {
         let (task, notified, join) = task::new_task(future, self.clone(), TaskId::next());
         match self.shared.owned.bind(task) {
-            Ok(()) => drop(self.shared.schedule(notified, false)),
+            Ok(()) => {
+                if let Some(refused) = self.shared.schedule(notified) {
+                    refused.shutdown();
+                }
+            }
             Err(task) => {
                 // The runtime is shutting down: complete the task as cancelled, never run it.
                 drop(notified);
@@ -194,11 +198,7 @@ impl fmt::Debug for Handle {
 
 impl Schedule for Handle {
     fn schedule(&self, task: Notified<Self>) -> Option<Notified<Self>> {
-        self.shared.schedule(task, false)
-    }
-
-    fn yield_now(&self, task: Notified<Self>) -> Option<Notified<Self>> {
-        self.shared.schedule(task, true)
+        self.shared.schedule(task)
     }
 
     fn release(&self, task: RawTask) -> Option<Task<Self>> {
@@ -219,11 +219,11 @@ impl Shared {
     /// Queues a runnable task: locally (LIFO slot or local queue) when called on one of this
     /// scheduler's workers, otherwise through the injector. Returns the task if the scheduler
     /// is shut down (see `Schedule::schedule`).
-    #[must_use = "a refused task must be dropped by the caller"]
-    fn schedule(&self, task: Notified<Handle>, is_yield: bool) -> Option<Notified<Handle>> {
+    #[must_use = "a refused task must be shut down by the caller"]
+    fn schedule(&self, task: Notified<Handle>) -> Option<Notified<Handle>> {
         let task = context::with_worker(|core| match core {
             Some(core) if core.belongs_to(self) => {
-                core.schedule_local(task, is_yield);
+                core.schedule_local(task, false);
                 None
             }
             _ => Some(task),
@@ -231,7 +231,7 @@ impl Shared {
         self.schedule_remote(task)
     }
 
-    #[must_use = "a refused task must be dropped by the caller"]
+    #[must_use = "a refused task must be shut down by the caller"]
     fn schedule_remote(&self, task: Notified<Handle>) -> Option<Notified<Handle>> {
         let closed = self.injector_closed.read();
         if *closed {

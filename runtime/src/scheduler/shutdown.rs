@@ -13,14 +13,18 @@
 //!    their cleanup leave the registry.
 //! 3. **Grace period.** Wait (real time) until the registry is empty or the grace period ends.
 //! 4. **Stop the workers.** Set the shutdown flag (`Release`) and unpark every worker. A worker
-//!    sees the flag at the top of its loop or on waking, drops the queue entries it holds and
-//!    exits. The workers are joined, within what is left of the grace period: a worker stuck
-//!    in a task that never returns is left behind (detached) rather than hanging the caller.
-//! 5. **Close and drain the injector.** Under the write lock, mark it closed and drop what it
-//!    holds. A wake that comes later finds it closed and gets its entry back (`Schedule`).
+//!    sees the flag at the top of its loop or on waking, completes the tasks still queued on it
+//!    as cancelled (`Notified::shutdown`) and exits. The workers are joined, within what is
+//!    left of the grace period (at least [`MIN_WORKER_JOIN`], so idle workers are always
+//!    joined): a worker stuck in a task that never returns is left behind (detached) rather
+//!    than hanging the caller.
+//! 5. **Close and drain the injector.** Under the write lock, mark it closed and complete what
+//!    it holds as cancelled. A wake that comes later finds it closed and gets its entry back
+//!    (`Schedule`), and the waker completes the task as cancelled itself.
 //! 6. **Drop what is left.** Take every task out of the registry and shut it down: its future
-//!    is dropped here (exactly once: whoever sets `RUNNING` owns the future, and a task a
-//!    detached worker is still polling is skipped and completes there).
+//!    is dropped here (exactly once: whoever sets `RUNNING` owns the future). A task a
+//!    detached worker is still polling is skipped here; when that poll ends, the worker sees
+//!    the shutdown flag and completes it as cancelled instead of queueing it again.
 //! 7. **Blocking pool.** Queued blocking jobs are cancelled; running ones get what is left of
 //!    the grace period, then their threads are detached.
 //!
@@ -35,6 +39,7 @@ use super::Handle;
 use crate::sync::atomic::Ordering::{Relaxed, Release};
 use crate::sync::thread::JoinHandle as ThreadHandle;
 use crate::sync::{Condvar, Mutex};
+use crate::tuning::MIN_WORKER_JOIN;
 
 /// Counts worker threads still running, so shutdown can wait for them with a deadline.
 #[derive(Debug)]
@@ -90,7 +95,9 @@ impl Handle {
         for remote in shared.remotes.iter() {
             remote.parker.unpark();
         }
-        if shared.worker_latch.wait(deadline) {
+        // Idle workers exit at once; allow them a moment even if the grace period is spent.
+        let join_deadline = deadline.max(Instant::now() + MIN_WORKER_JOIN);
+        if shared.worker_latch.wait(join_deadline) {
             for thread in threads {
                 // A worker never unwinds (task panics are caught), so this cannot fail; if it
                 // somehow did, the panic was already printed by the thread.
@@ -105,7 +112,7 @@ impl Handle {
         }
         loop {
             match shared.injector.steal() {
-                Steal::Success(task) => drop(task),
+                Steal::Success(task) => task.shutdown(),
                 Steal::Empty => break,
                 Steal::Retry => crate::sync::spin_loop(),
             }

@@ -22,6 +22,7 @@ use std::cell::Cell;
 
 use super::queue::{Steal, Worker};
 use super::{Handle, Shared};
+use crate::budget::{self, BudgetGuard};
 use crate::task::Notified;
 use crate::tuning::{GLOBAL_QUEUE_INTERVAL, MAX_LIFO_POLLS_IN_A_ROW};
 
@@ -136,10 +137,11 @@ impl WorkerCore {
             self.shared().notify_parked_local();
         }
         self.lifo_enabled.set(true);
-        task.run();
+        let _budget = BudgetGuard::for_chain();
+        self.poll(task);
         let mut lifo_polls = 0;
         while let Some(next) = self.lifo.take() {
-            if lifo_polls >= MAX_LIFO_POLLS_IN_A_ROW || !crate::budget::has_budget_remaining() {
+            if lifo_polls >= MAX_LIFO_POLLS_IN_A_ROW || !budget::has_budget_remaining() {
                 // Flush: the slot's task waits its turn, and later wakes skip the slot until
                 // the next task from the queue runs.
                 self.lifo_enabled.set(false);
@@ -148,7 +150,26 @@ impl WorkerCore {
                 break;
             }
             lifo_polls += 1;
-            next.run();
+            self.poll(next);
+        }
+    }
+
+    /// Polls one task; a task that yielded goes to the back of the local queue (or, once the
+    /// runtime is shutting down, is completed as cancelled instead of being queued for a loop
+    /// that is about to exit).
+    fn poll(&self, task: Task) {
+        // The harness catches every panic of user code; an unwind reaching this point is a
+        // bug in trellis itself, in the middle of a task transition: stop the process rather
+        // than carry on with a half-done state change (STYLE.md habit 8).
+        let abort = AbortOnUnwind;
+        let yielded = task.run();
+        std::mem::forget(abort);
+        if let Some(task) = yielded {
+            if self.shared().is_shutdown() {
+                task.shutdown();
+            } else {
+                self.schedule_local(task, true);
+            }
         }
     }
 
@@ -156,7 +177,7 @@ impl WorkerCore {
         let shared = self.shared();
         let was_searching = self.searching.replace(false);
         if shared.idle.transition_worker_to_parked(self.index, was_searching) {
-            // Rule 4: the last searcher re-checks every queue before sleeping.
+            // Rule 4: with nobody searching any more, re-check every queue before sleeping.
             shared.notify_if_work_pending();
         }
         loop {
@@ -172,12 +193,14 @@ impl WorkerCore {
         }
     }
 
-    /// Drops the worker's queued entries at shutdown (the tasks themselves stay registered
-    /// and are dropped by the shutdown sequence).
+    /// At shutdown: completes the tasks still queued on this worker as cancelled (dropping
+    /// their futures here, unless another thread is polling one).
     fn drain_local(&self) {
-        drop(self.lifo.take());
+        if let Some(task) = self.lifo.take() {
+            task.shutdown();
+        }
         while let Some(task) = self.local.pop() {
-            drop(task);
+            task.shutdown();
         }
     }
 
@@ -189,6 +212,16 @@ impl WorkerCore {
         x ^= x >> 27;
         self.rng.set(x);
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Aborts the process if dropped while unwinding (see `WorkerCore::poll`).
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        eprintln!("trellis: internal error: a panic escaped a task poll on a worker; aborting");
+        std::process::abort();
     }
 }
 

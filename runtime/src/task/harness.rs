@@ -49,41 +49,56 @@ impl<F: Future, S: Schedule> Harness<F, S> {
     // ---- polling -------------------------------------------------------------------------
 
     /// Runs the task for one poll; consumes the reference of the `Notified` that was queued.
-    pub(super) fn poll(self) {
+    ///
+    /// Returns `true` if the task asked to run again (it woke itself during the poll, e.g.
+    /// `yield_now`): the reference then belongs to a new `Notified` that the *caller* queues
+    /// (behind other work). The runner has a scheduler of its own at hand, so requeueing never
+    /// borrows the scheduler stored in the cell, which another thread could free as soon as the
+    /// task is queued.
+    pub(super) fn poll(self) -> bool {
         match self.state().transition_to_running() {
             TransitionToRunning::Success { cancelled } => self.poll_running(cancelled),
-            TransitionToRunning::Failed => {}
-            TransitionToRunning::Dealloc => self.raw().dealloc(),
+            TransitionToRunning::Failed => false,
+            TransitionToRunning::Dealloc => {
+                self.raw().dealloc();
+                false
+            }
         }
     }
 
-    fn poll_running(self, cancelled_at_start: bool) {
+    fn poll_running(self, cancelled_at_start: bool) -> bool {
         let (polled, repoll) = {
             let waker = waker::waker_ref(self.header());
             let mut cx = Context::from_waker(&waker);
             let frame = current::CurrentTaskGuard::enter(self.header());
-            let _budget = budget::TaskBudgetGuard::enter();
+            let _budget = budget::BudgetGuard::for_poll();
             let polled = catch_unwind(AssertUnwindSafe(|| self.poll_future(&mut cx)));
             (polled, frame.take_repoll())
         };
+        let id = self.header().id;
         match polled {
             Ok(Poll::Ready(output)) => {
-                // The future is finished; drop it before publishing its output.
-                let output = match self.drop_future() {
+                // The future is finished; drop it (in place: it is pinned) before publishing
+                // its output. If that drop panics, the output is dropped too, also caught.
+                let output = match self.drop_stage() {
                     Ok(()) => Ok(output),
-                    Err(payload) => Err(JoinError::panic(self.header().id, payload)),
+                    Err(payload) => {
+                        drop_caught(output);
+                        Err(JoinError::panic(id, payload))
+                    }
                 };
                 self.complete(output);
+                false
             }
             Ok(Poll::Pending) => {
                 if cancelled_at_start && self.root_may_drop(repoll) {
                     // Rule 4: cancelled, and the future had a full poll to notice.
-                    let output = match self.drop_future() {
-                        Ok(()) => Err(JoinError::cancelled(self.header().id)),
-                        Err(payload) => Err(JoinError::panic(self.header().id, payload)),
+                    let output = match self.drop_stage() {
+                        Ok(()) => Err(JoinError::cancelled(id)),
+                        Err(payload) => Err(JoinError::panic(id, payload)),
                     };
                     self.complete(output);
-                    return;
+                    return false;
                 }
                 let idle = if repoll {
                     self.state().transition_to_notified_from_running()
@@ -91,25 +106,23 @@ impl<F: Future, S: Schedule> Harness<F, S> {
                     self.state().transition_to_idle()
                 };
                 match idle {
-                    TransitionToIdle::Ok => {}
-                    TransitionToIdle::OkDealloc => self.raw().dealloc(),
-                    TransitionToIdle::OkNotified => {
-                        // Woken during its own poll: goes behind other work, reusing the
-                        // runner's reference for the queue entry (state invariant 1).
-                        // SAFETY: the transition left the task NOTIFIED and not RUNNING, and the
-                        // runner's reference is handed to the new `Notified`.
-                        let task = unsafe { Notified::from_raw(self.cell.cast()) };
-                        let refused = self.cell().scheduler.yield_now(task);
-                        // Dropped here, where nothing borrows the cell any more.
-                        drop(refused);
+                    TransitionToIdle::Ok => false,
+                    TransitionToIdle::OkDealloc => {
+                        self.raw().dealloc();
+                        false
                     }
+                    // Woken during its own poll: the runner's reference is now the new queue
+                    // entry's (state invariant 1), which the caller queues.
+                    TransitionToIdle::OkNotified => true,
                 }
             }
             Err(payload) => {
-                let id = self.header().id;
                 // The future panicked; its drop may panic too: report the first panic.
-                let _ = self.drop_future();
+                if let Err(second) = self.drop_stage() {
+                    drop_caught(second);
+                }
                 self.complete(Err(JoinError::panic(id, payload)));
+                false
             }
         }
     }
@@ -120,7 +133,7 @@ impl<F: Future, S: Schedule> Harness<F, S> {
             let stage = unsafe { &mut *stage };
             match stage {
                 // SAFETY: the future lives in a heap cell that never moves until it is
-                // deallocated, and it is dropped in place (`drop_future`), so it is pinned.
+                // deallocated, and it is dropped in place (`drop_stage`), so it is pinned.
                 Stage::Running(future) => unsafe { Pin::new_unchecked(future) }.poll(cx),
                 _ => unreachable!("a task was polled after its future finished"),
             }
@@ -146,13 +159,30 @@ impl<F: Future, S: Schedule> Harness<F, S> {
         })
     }
 
-    /// Takes the future (or output) out of the stage and drops it, catching a panic from its
-    /// `Drop`. The stage is `Consumed` before any user code runs, so nothing is dropped twice.
-    fn drop_future(&self) -> Result<(), Box<dyn Any + Send>> {
-        let old = self.take_stage();
-        catch_unwind(AssertUnwindSafe(move || drop(old)))
+    /// Drops the future (or output) *in place* (the future is pinned: it must not move before
+    /// its drop), catching a panic from its `Drop`. The stage is `Consumed` afterwards, also
+    /// when the drop panics (the guard writes it on unwind), so nothing is dropped twice.
+    fn drop_stage(&self) -> Result<(), Box<dyn Any + Send>> {
+        self.cell().stage.with_mut(|stage| {
+            /// Marks the stage consumed once its old value is dropped, normally or by unwind.
+            struct MarkConsumed<F: Future>(*mut Stage<F>);
+            impl<F: Future> Drop for MarkConsumed<F> {
+                fn drop(&mut self) {
+                    // SAFETY: the old value was just dropped in place, so the slot holds no
+                    // live value; writing without dropping is what is needed.
+                    unsafe { std::ptr::write(self.0, Stage::Consumed) }
+                }
+            }
+            catch_unwind(AssertUnwindSafe(|| {
+                let _mark = MarkConsumed(stage);
+                // SAFETY: rule 2: the caller owns the stage (RUNNING, or the output after
+                // COMPLETE), and the guard above re-initialises it right after.
+                unsafe { std::ptr::drop_in_place(stage) }
+            }))
+        })
     }
 
+    /// Moves the output out of the stage (outputs are not pinned).
     fn take_stage(&self) -> Stage<F> {
         self.cell().stage.with_mut(|stage| {
             // SAFETY: rule 2: the caller owns the stage (RUNNING, or the output after COMPLETE).
@@ -174,7 +204,9 @@ impl<F: Future, S: Schedule> Harness<F, S> {
         let prev = self.state().transition_to_complete();
         if !prev.is_join_interested() {
             // Nobody will read the output (state invariant 2): drop it now.
-            let _ = self.drop_future();
+            if let Err(payload) = self.drop_stage() {
+                drop_caught(payload);
+            }
         } else if prev.is_join_waker_set() {
             let _abort = AbortOnUnwind;
             self.cell().join_waker.with(|slot| {
@@ -201,14 +233,16 @@ impl<F: Future, S: Schedule> Harness<F, S> {
 
     // ---- scheduling and shutdown ----------------------------------------------------------
 
-    /// Queues the task; consumes one reference, which becomes the queue entry's.
+    /// Queues the task; consumes one reference, which becomes the queue entry's. The caller
+    /// must hold another reference until this returns (the cell's scheduler is borrowed).
     pub(super) fn schedule(self) {
         // SAFETY: callers come from a transition that returned `Submit`, which left the task
-        // NOTIFIED and idle and made the reference the queue entry's (state invariant 1).
+        // NOTIFIED and idle and made a new reference for the queue entry (state invariant 1).
         let task = unsafe { Notified::from_raw(self.cell.cast()) };
-        let refused = self.cell().scheduler.schedule(task);
-        // Dropped here, where nothing borrows the cell any more.
-        drop(refused);
+        if let Some(refused) = self.cell().scheduler.schedule(task) {
+            // The scheduler shut down: nothing will run the task, so complete it now.
+            refused.shutdown();
+        }
     }
 
     /// Shutdown: drops the future unless a thread is polling it. Consumes one reference.
@@ -218,7 +252,7 @@ impl<F: Future, S: Schedule> Harness<F, S> {
             return;
         }
         let id = self.header().id;
-        let output = match self.drop_future() {
+        let output = match self.drop_stage() {
             Ok(()) => Err(JoinError::cancelled(id)),
             Err(payload) => Err(JoinError::panic(id, payload)),
         };
@@ -287,12 +321,24 @@ impl<F: Future, S: Schedule> Harness<F, S> {
         let prev = self.state().transition_to_join_handle_dropped();
         if prev.is_complete() {
             // The output is the handle's (invariant 2): drop it, ignoring a panic in its Drop.
-            let _ = self.drop_future();
+            if let Err(payload) = self.drop_stage() {
+                drop_caught(payload);
+            }
         } else {
             // JOIN_WAKER was cleared with JOIN_INTEREST: the slot is the handle's again.
             self.set_join_waker_none();
         }
         self.raw().drop_reference();
+    }
+}
+
+/// Drops `value`, catching a panic from its `Drop`; the payload of such a panic is dropped the
+/// same way, and a payload whose `Drop` panics yet again is leaked (nothing sane is left to do).
+fn drop_caught<T>(value: T) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            std::mem::forget(again);
+        }
     }
 }
 

@@ -64,18 +64,11 @@ pub(crate) type Output<T> = Result<T, JoinError>;
 pub(crate) trait Schedule: Sized + Send + Sync + 'static {
     /// Queues a woken task (from a waker, a spawn or a cancel).
     ///
-    /// Returns the task if the scheduler has shut down and refuses it. The caller drops it
-    /// *after* this call returns: dropping it may free the task's cell, which is where `self`
-    /// lives, so it must not happen while `self` is borrowed.
-    #[must_use = "a refused task must be dropped by the caller"]
+    /// Returns the task if the scheduler has shut down and refuses it; the caller then shuts
+    /// it down. `self` is borrowed from the task's cell: the caller holds a reference to the
+    /// task for the whole call, so the cell outlives it.
+    #[must_use = "a refused task must be shut down by the caller"]
     fn schedule(&self, task: Notified<Self>) -> Option<Notified<Self>>;
-
-    /// Queues a task that woke itself during its own poll (it yielded): behind other work.
-    /// Refusal as for [`schedule`](Self::schedule).
-    #[must_use = "a refused task must be dropped by the caller"]
-    fn yield_now(&self, task: Notified<Self>) -> Option<Notified<Self>> {
-        self.schedule(task)
-    }
 
     /// The task completed: hand back the registry's reference, if the registry still has it.
     fn release(&self, task: RawTask) -> Option<Task<Self>>;
@@ -164,9 +157,18 @@ impl<S: 'static> Notified<S> {
         Notified(unsafe { Task::from_raw(ptr) })
     }
 
-    /// Polls the task (or discards it if shutdown completed it while queued).
-    pub(crate) fn run(self) {
-        self.0.into_raw().poll();
+    /// Polls the task (or discards it if shutdown completed it while queued). Returns the task
+    /// back if it asked to run again (it yielded): the caller queues it behind other work.
+    #[must_use = "a task that yielded must be queued again"]
+    pub(crate) fn run(self) -> Option<Notified<S>> {
+        let raw = self.0.into_raw();
+        if raw.poll() {
+            // SAFETY: `poll` returned true: the task is NOTIFIED and idle, and the runner's
+            // reference was handed over for a new queue entry (state invariant 1).
+            Some(unsafe { Notified::from_raw(raw.as_ptr()) })
+        } else {
+            None
+        }
     }
 
     /// Shutdown of a queue that will never run this entry: drops the future now (unless a

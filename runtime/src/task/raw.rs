@@ -66,8 +66,9 @@ pub(super) struct Cell<F: Future, S> {
 
 /// Type-erased operations on a cell.
 pub(super) struct Vtable {
-    /// Polls the task (consumes the reference of a `Notified`).
-    pub(super) poll: unsafe fn(NonNull<Header>),
+    /// Polls the task (consumes the reference of a `Notified`); `true`: requeue (the reference
+    /// now belongs to a new `Notified`).
+    pub(super) poll: unsafe fn(NonNull<Header>) -> bool,
     /// Queues the task (consumes one reference, which becomes the `Notified`'s).
     pub(super) schedule: unsafe fn(NonNull<Header>),
     /// Frees the cell (refcount reached zero).
@@ -133,6 +134,10 @@ impl RawTask {
         RawTask { ptr }
     }
 
+    pub(super) fn as_ptr(self) -> NonNull<Header> {
+        self.ptr
+    }
+
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: every `RawTask` in circulation is backed by a reference (owned by the
         // `Task`/`Notified`/`JoinHandle`/waker that holds it), so the cell is live.
@@ -143,7 +148,7 @@ impl RawTask {
         &self.header().state
     }
 
-    pub(super) fn poll(self) {
+    pub(super) fn poll(self) -> bool {
         // SAFETY: the vtable belongs to this cell; the caller passes a `Notified`'s reference.
         unsafe { (self.header().vtable.poll)(self.ptr) }
     }
@@ -184,10 +189,10 @@ impl RawTask {
     }
 }
 
-unsafe fn poll<F: Future, S: Schedule>(ptr: NonNull<Header>) {
+unsafe fn poll<F: Future, S: Schedule>(ptr: NonNull<Header>) -> bool {
     // SAFETY: the vtable is only reachable from a `Cell<F, S>` (see `RawTask::new`).
     let harness = unsafe { Harness::<F, S>::from_raw(ptr) };
-    harness.poll();
+    harness.poll()
 }
 
 unsafe fn schedule<F: Future, S: Schedule>(ptr: NonNull<Header>) {

@@ -216,7 +216,9 @@ impl State {
         prev.ref_count() == count
     }
 
-    /// A waker consumed by `wake()`: its reference either becomes the queue's or is dropped.
+    /// A waker consumed by `wake()`. `Submit`: a new reference was made for the queue entry and
+    /// the caller drops the waker's own after queueing (so the cell outlives the `schedule`
+    /// call); otherwise the waker's reference was dropped here.
     pub(super) fn transition_to_notified_by_val(&self) -> TransitionToNotified {
         self.fetch_update(|s| {
             debug_assert!(s.ref_count() >= 1);
@@ -232,7 +234,7 @@ impl State {
                 };
                 (Some(next), out)
             } else {
-                (Some(Snapshot(s.0 | NOTIFIED)), TransitionToNotified::Submit)
+                (Some(Snapshot((s.0 | NOTIFIED) + REF_ONE)), TransitionToNotified::Submit)
             }
         })
     }

@@ -47,7 +47,12 @@ unsafe fn wake_by_val(ptr: *const ()) {
     // SAFETY: called by `Waker::wake` on one of our wakers, which hands over its reference.
     let raw = unsafe { raw_task(ptr) };
     match raw.header().state.transition_to_notified_by_val() {
-        TransitionToNotified::Submit => raw.schedule(),
+        TransitionToNotified::Submit => {
+            // A new reference was made for the queue entry; the waker's own keeps the cell
+            // (and the scheduler borrowed from it) alive until `schedule` returns.
+            raw.schedule();
+            raw.drop_reference();
+        }
         TransitionToNotified::Dealloc => raw.dealloc(),
         TransitionToNotified::DoNothing => {}
     }
