@@ -50,7 +50,7 @@ fn more_jobs_than_threads_all_complete_with_bounded_concurrency() {
                 sum
             }
         });
-        assert_eq!(sum, (0..30).sum());
+        assert_eq!(sum, (0..30u64).sum::<u64>());
         let max = max_seen.load(SeqCst);
         assert!(
             (1..=3).contains(&max),

@@ -26,6 +26,12 @@
 //!    is running) cannot be lost: that worker never parks while its own queue holds work. The
 //!    notification is then only about parallelism, so it starts with a plain load of `state`
 //!    and skips the fence when nobody could be woken ([`Idle::worker_to_notify_local`]).
+//!
+//!    A *batch* a worker takes into its local queue (from the injector or a victim) is
+//!    announced again, fenced, when the worker keeps any of it: while it moved it was in no
+//!    queue, so a worker whose rule-4 re-check ran meanwhile saw nothing and may be asleep,
+//!    and the taker may then be stuck in a long poll (loom model
+//!    `scheduler::loom_models::blocked_worker_does_not_hide_work`).
 //! 2. **Searching.** A worker that ran out of local work becomes searching only if fewer than
 //!    half the workers are searching ([`Idle::transition_worker_to_searching`]); otherwise it
 //!    goes straight to rule 4 without stealing.

@@ -18,7 +18,7 @@ use loom::thread;
 
 use super::Parker;
 use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Condvar, Mutex};
 use crate::Runtime;
 
 // ---- Parker ------------------------------------------------------------------------------
@@ -154,42 +154,42 @@ fn foreign_spawn_wakes_the_only_worker() {
     });
 }
 
-/// Two workers, two tasks pushed from a foreign thread (one from the main thread, one from a
-/// third thread through a `Handle`): both run, whichever workers are asleep, searching or
-/// busy when they arrive; then shutdown completes.
+/// Two workers, a task pushed from a foreign thread (the main thread) while both workers race
+/// to search and sleep: with two workers only one may search at a time (rule 2), so the other
+/// sleeps without stealing and relies on the searcher's re-check (rule 4); the task runs, then
+/// shutdown completes.
 #[test]
-fn foreign_spawns_two_workers() {
+fn foreign_spawn_two_workers() {
     loom::model(|| {
         let rt = runtime(2);
-        let ran = Arc::new(AtomicUsize::new(0));
-        let remote = {
-            let (handle, ran) = (rt.handle().clone(), ran.clone());
-            thread::spawn(move || {
-                handle.spawn(async move {
-                    ran.fetch_add(1, SeqCst);
-                })
-            })
-        };
-        let local = {
-            let ran = ran.clone();
-            rt.spawn(async move {
-                ran.fetch_add(1, SeqCst);
-            })
-        };
-        let remote = remote.join().unwrap();
-        rt.block_on(async {
-            local.await.unwrap();
-            remote.await.unwrap();
-        });
-        assert_eq!(ran.load(SeqCst), 2);
+        let join = rt.spawn(async { 7 });
+        assert_eq!(rt.block_on(join).unwrap(), 7);
         drop(rt);
     });
 }
 
-/// Two workers; a task spawns two children from its worker. The first goes to the LIFO slot
-/// (no notification), the second displaces it into the local queue, which must wake the other
-/// worker or be run locally (rule 1: every push into a local queue notifies); the other
-/// worker may steal it. Everything runs, then shutdown completes.
+/// One worker; a third thread spawns through a `Handle` while the main thread waits in
+/// `block_on` for what the task does: the injector push from a thread that is neither a
+/// worker nor the `block_on` thread wakes the worker.
+#[test]
+fn spawn_from_other_thread_one_worker() {
+    loom::model(|| {
+        let rt = runtime(1);
+        let event = Event::new();
+        let spawner = {
+            let (handle, event) = (rt.handle().clone(), event.clone());
+            thread::spawn(move || drop(handle.spawn(async move { event.set() })))
+        };
+        rt.block_on(event.wait());
+        spawner.join().unwrap();
+        drop(rt);
+    });
+}
+
+/// Two workers; a task spawns two children from its worker and awaits them. The first goes
+/// to the LIFO slot (no notification), the second displaces it into the local queue, which
+/// notifies (rule 1), so the other worker may wake and steal it while the parent is suspended
+/// on its join: every task runs, then shutdown completes.
 #[test]
 fn spawn_from_worker_two_workers() {
     loom::model(|| {
@@ -197,13 +197,9 @@ fn spawn_from_worker_two_workers() {
         let parent = rt.spawn(async {
             let a = crate::spawn(async { 1 });
             let b = crate::spawn(async { 2 });
-            (a, b)
-        });
-        let sum = rt.block_on(async {
-            let (a, b) = parent.await.unwrap();
             a.await.unwrap() + b.await.unwrap()
         });
-        assert_eq!(sum, 3);
+        assert_eq!(rt.block_on(parent).unwrap(), 3);
         drop(rt);
     });
 }
@@ -233,8 +229,9 @@ fn foreign_wake_one_worker() {
     });
 }
 
-/// Two workers; a task waits for an event set from a foreign thread while the other worker
-/// is searching or asleep: the task is woken and runs on either worker.
+/// Two workers; a task waits for an event that the main thread (foreign to the runtime) sets
+/// before it waits in `block_on`: the wake goes through the injector while the task's worker
+/// may still be finishing the poll and the other is searching or asleep.
 #[test]
 fn foreign_wake_two_workers() {
     loom::model(|| {
@@ -247,12 +244,42 @@ fn foreign_wake_two_workers() {
                 5
             })
         };
-        let setter = {
-            let event = event.clone();
-            thread::spawn(move || event.set())
-        };
+        event.set();
         assert_eq!(rt.block_on(join).unwrap(), 5);
-        setter.join().unwrap();
+        drop(rt);
+    });
+}
+
+/// Two workers; the first task blocks its worker's thread until the second task has run (a
+/// blocking call inside a task), and both are pushed from the main thread. The second task
+/// can only run on the other worker, so that worker must not sleep while it waits in the
+/// injector or in the blocked worker's queue: whichever of them stops searching last, or
+/// parks while nobody searches, re-checks the queues (rules 3 and 4). A worker that parks
+/// without looking leaves the blocked task waiting forever: loom reports a deadlock.
+#[test]
+fn blocked_worker_does_not_hide_work() {
+    loom::model(|| {
+        let rt = runtime(2);
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let blocked = {
+            let gate = gate.clone();
+            rt.spawn(async move {
+                let (open, cv) = &*gate;
+                let mut open = open.lock();
+                while !*open {
+                    cv.wait(&mut open);
+                }
+            })
+        };
+        let opener = rt.spawn(async move {
+            let (open, cv) = &*gate;
+            *open.lock() = true;
+            cv.notify_all();
+        });
+        rt.block_on(async {
+            blocked.await.unwrap();
+            opener.await.unwrap();
+        });
         drop(rt);
     });
 }

@@ -48,6 +48,9 @@ mod loom_queue {
         pub(crate) fn pop(&self) -> Option<T> {
             self.inner.lock().pop_front()
         }
+        pub(crate) fn is_empty(&self) -> bool {
+            self.inner.lock().is_empty()
+        }
         pub(crate) fn stealer(&self) -> Stealer<T> {
             Stealer { inner: self.inner.clone() }
         }
@@ -57,7 +60,10 @@ mod loom_queue {
         pub(crate) fn is_empty(&self) -> bool {
             self.inner.lock().is_empty()
         }
-        /// Moves about half of the victim's tasks into `dest` and returns one more.
+        /// Moves about half of the victim's tasks into `dest` and returns one more. As in
+        /// crossbeam, the batch is in neither queue while it moves (the source is unlocked
+        /// before the destination is locked): keep that window, the sleep protocol must cope
+        /// with it (rule 1 of `idle.rs`).
         pub(crate) fn steal_batch_and_pop(&self, dest: &Worker<T>) -> Steal<T> {
             let mut src = self.inner.lock();
             let Some(first) = src.pop_front() else { return Steal::Empty };

@@ -103,9 +103,9 @@ impl WorkerCore {
         if let Some(task) = self.lifo.take() {
             return Some(task);
         }
-        self.local
-            .pop()
-            .or_else(|| steal_retrying(|| self.shared().injector.steal_batch_and_pop(&self.local)))
+        self.local.pop().or_else(|| {
+            self.steal_batch(|| self.shared().injector.steal_batch_and_pop(&self.local))
+        })
     }
 
     fn steal_work(&self) -> Option<Task> {
@@ -124,11 +124,23 @@ impl WorkerCore {
                 continue;
             }
             let stealer = &shared.remotes[victim].stealer;
-            if let Some(task) = steal_retrying(|| stealer.steal_batch_and_pop(&self.local)) {
+            if let Some(task) = self.steal_batch(|| stealer.steal_batch_and_pop(&self.local)) {
                 return Some(task);
             }
         }
-        steal_retrying(|| shared.injector.steal_batch_and_pop(&self.local))
+        self.steal_batch(|| shared.injector.steal_batch_and_pop(&self.local))
+    }
+
+    /// Takes a batch into the (empty) local queue and returns one task of it. The rest of the
+    /// batch was announced where it came from, but while it moved it was in no queue, so a
+    /// worker re-checking the queues before it slept (rule 4 of `idle.rs`) may have missed it:
+    /// announce it again (rule 1, fenced) if there is any.
+    fn steal_batch(&self, steal: impl FnMut() -> Steal<Task>) -> Option<Task> {
+        let task = steal_retrying(steal)?;
+        if !self.local.is_empty() {
+            self.shared().notify_parked();
+        }
+        Some(task)
     }
 
     fn run_task(&self, task: Task) {

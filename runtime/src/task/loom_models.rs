@@ -119,13 +119,13 @@ impl MockRt {
         join
     }
 
-    /// Runs queued tasks until the queue is empty.
+    /// Runs queued tasks until the queue is empty; a task that yielded goes to the back.
     fn run_queued(&self) {
         loop {
             let next = self.queue.runnable.lock().pop_front();
-            match next {
-                Some(task) => task.run(),
-                None => return,
+            let Some(task) = next else { return };
+            if let Some(yielded) = task.run() {
+                self.queue.runnable.lock().push_back(yielded);
             }
         }
     }
@@ -194,15 +194,13 @@ impl Signal {
     }
 }
 
-/// What the model future does on each poll.
-#[derive(Clone, Copy)]
-enum Behaviour {
-    /// Ready at once.
-    Ready,
-    /// Pending until the signal fires.
-    AwaitSignal,
-    /// Wakes itself and returns `Pending` this many times, then is ready.
-    Yield(usize),
+/// What the model future does, in order: wake itself through its waker and return `Pending`
+/// `self_wakes` times; yield `frame_yields` times through `yield_now` (the re-poll request in
+/// the task frame, no atomic wake); wait for `signal` if there is one; then complete.
+#[derive(Clone, Copy, Default)]
+struct Behaviour {
+    self_wakes: usize,
+    frame_yields: usize,
 }
 
 /// The counters of one model future.
@@ -228,6 +226,7 @@ impl Probe {
     fn future(&self, behaviour: Behaviour, signal: Option<Arc<Signal>>) -> ProbeFuture {
         ProbeFuture {
             behaviour,
+            yielding: None,
             signal,
             done: false,
             probe: self.clone(),
@@ -238,6 +237,7 @@ impl Probe {
 
 struct ProbeFuture {
     behaviour: Behaviour,
+    yielding: Option<crate::YieldNow>,
     signal: Option<Arc<Signal>>,
     done: bool,
     probe: Probe,
@@ -253,18 +253,21 @@ impl Future for ProbeFuture {
         if current_task_is_cancelled() {
             this.probe.saw_cancelled.incr();
         }
-        match &mut this.behaviour {
-            Behaviour::Ready => {}
-            Behaviour::AwaitSignal => {
-                let signal = this.signal.as_ref().expect("AwaitSignal needs a signal");
-                if signal.poll_fired(cx).is_pending() {
-                    return Poll::Pending;
-                }
+        if this.behaviour.self_wakes > 0 {
+            this.behaviour.self_wakes -= 1;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        while this.behaviour.frame_yields > 0 {
+            let yielding = this.yielding.get_or_insert_with(crate::yield_now);
+            if Pin::new(yielding).poll(cx).is_pending() {
+                return Poll::Pending;
             }
-            Behaviour::Yield(0) => {}
-            Behaviour::Yield(n) => {
-                *n -= 1;
-                cx.waker().wake_by_ref();
+            this.yielding = None;
+            this.behaviour.frame_yields -= 1;
+        }
+        if let Some(signal) = &this.signal {
+            if signal.poll_fired(cx).is_pending() {
                 return Poll::Pending;
             }
         }
@@ -322,7 +325,7 @@ fn join_racing_completion() {
     loom::model(|| {
         let rt = MockRt::new();
         let probe = Probe::new();
-        let join = rt.spawn(probe.future(Behaviour::Ready, None));
+        let join = rt.spawn(probe.future(Behaviour::default(), None));
         let runner = {
             let rt = rt.clone();
             thread::spawn(move || rt.run_queued())
@@ -345,7 +348,7 @@ fn join_waker_replaced_racing_completion() {
     loom::model(|| {
         let rt = MockRt::new();
         let probe = Probe::new();
-        let mut join = rt.spawn(probe.future(Behaviour::Ready, None));
+        let mut join = rt.spawn(probe.future(Behaviour::default(), None));
         let first_wakes = Counter::new();
         let runner = {
             let rt = rt.clone();
@@ -374,7 +377,7 @@ fn join_handle_drop_racing_completion() {
     loom::model(|| {
         let rt = MockRt::new();
         let probe = Probe::new();
-        let join = rt.spawn(probe.future(Behaviour::Ready, None));
+        let join = rt.spawn(probe.future(Behaviour::default(), None));
         let runner = {
             let rt = rt.clone();
             thread::spawn(move || rt.run_queued())
@@ -393,7 +396,7 @@ fn join_handle_drop_after_poll_racing_completion() {
     loom::model(|| {
         let rt = MockRt::new();
         let probe = Probe::new();
-        let mut join = rt.spawn(probe.future(Behaviour::Ready, None));
+        let mut join = rt.spawn(probe.future(Behaviour::default(), None));
         let wakes = Counter::new();
         let runner = {
             let rt = rt.clone();
@@ -418,7 +421,7 @@ fn wake_racing_poll_and_completion(kind: WakeKind, detached: bool) {
         let rt = MockRt::new();
         let probe = Probe::new();
         let signal = Signal::new();
-        let join = rt.spawn(probe.future(Behaviour::AwaitSignal, Some(signal.clone())));
+        let join = rt.spawn(probe.future(Behaviour::default(), Some(signal.clone())));
         let join = if detached {
             drop(join);
             None
@@ -494,7 +497,7 @@ fn cancel_racing_poll() {
         let rt = MockRt::new();
         let probe = Probe::new();
         let signal = Signal::new();
-        let join = rt.spawn(probe.future(Behaviour::AwaitSignal, Some(signal.clone())));
+        let join = rt.spawn(probe.future(Behaviour::default(), Some(signal.clone())));
         let runner = {
             let rt = rt.clone();
             thread::spawn(move || rt.run_queued())
@@ -520,7 +523,7 @@ fn cancel_racing_wake_and_completion() {
         let rt = MockRt::new();
         let probe = Probe::new();
         let signal = Signal::new();
-        let join = rt.spawn(probe.future(Behaviour::AwaitSignal, Some(signal.clone())));
+        let join = rt.spawn(probe.future(Behaviour::default(), Some(signal.clone())));
         let runner = {
             let rt = rt.clone();
             thread::spawn(move || rt.run_queued())
@@ -544,7 +547,8 @@ fn cancel_racing_self_wakes() {
     loom::model(|| {
         let rt = MockRt::new();
         let probe = Probe::new();
-        let join = rt.spawn(probe.future(Behaviour::Yield(2), None));
+        let join =
+            rt.spawn(probe.future(Behaviour { self_wakes: 2, ..Behaviour::default() }, None));
         let runner = {
             let rt = rt.clone();
             thread::spawn(move || rt.run_queued())
@@ -552,6 +556,57 @@ fn cancel_racing_self_wakes() {
         join.cancel();
         runner.join().unwrap();
         assert_cancel_outcome(&rt, &probe, join);
+    });
+}
+
+/// As above with `yield_now`, which asks for a re-poll through the task frame instead of an
+/// atomic wake (`transition_to_notified_from_running`): the cancel lands before, during or
+/// after the yielding poll; the root still gives a bounded number of extra polls.
+#[test]
+fn cancel_racing_yield_now() {
+    loom::model(|| {
+        let rt = MockRt::new();
+        let probe = Probe::new();
+        let join =
+            rt.spawn(probe.future(Behaviour { frame_yields: 2, ..Behaviour::default() }, None));
+        let runner = {
+            let rt = rt.clone();
+            thread::spawn(move || rt.run_queued())
+        };
+        join.cancel();
+        runner.join().unwrap();
+        assert_cancel_outcome(&rt, &probe, join);
+    });
+}
+
+/// A task yields (`yield_now`, a re-poll request in the frame) and then waits for a signal,
+/// while another thread fires the signal and wakes it: the frame's re-poll and the atomic
+/// wake may both land on the same poll; the task is requeued once per request, never lost,
+/// never queued twice (state invariant 1), and completes.
+#[test]
+fn wake_racing_yield_now() {
+    loom::model(|| {
+        let rt = MockRt::new();
+        let probe = Probe::new();
+        let signal = Signal::new();
+        let behaviour = Behaviour { frame_yields: 1, ..Behaviour::default() };
+        let join = rt.spawn(probe.future(behaviour, Some(signal.clone())));
+        let runner = {
+            let rt = rt.clone();
+            thread::spawn(move || rt.run_queued())
+        };
+        let waker = {
+            let signal = signal.clone();
+            thread::spawn(move || signal.fire(WakeKind::ByVal))
+        };
+        runner.join().unwrap();
+        waker.join().unwrap();
+        rt.finish();
+        assert!(join.is_finished(), "lost wake: the task never ran again");
+        drop(block_on(join).expect("the task completed"));
+        drop(signal);
+        assert!((2..=3).contains(&probe.polls.get()), "polls: {}", probe.polls.get());
+        assert_dropped_once(&rt, &probe, true);
     });
 }
 
@@ -564,7 +619,7 @@ fn shutdown_racing_wake() {
         let rt = MockRt::new();
         let probe = Probe::new();
         let signal = Signal::new();
-        let join = rt.spawn(probe.future(Behaviour::AwaitSignal, Some(signal.clone())));
+        let join = rt.spawn(probe.future(Behaviour::default(), Some(signal.clone())));
         // First poll: the future registers its waker and suspends.
         rt.run_queued();
         let waker = {
@@ -605,7 +660,7 @@ fn shutdown_racing_poll() {
         let rt = MockRt::new();
         let probe = Probe::new();
         let signal = Signal::new();
-        let join = rt.spawn(probe.future(Behaviour::AwaitSignal, Some(signal.clone())));
+        let join = rt.spawn(probe.future(Behaviour::default(), Some(signal.clone())));
         let runner = {
             let rt = rt.clone();
             thread::spawn(move || rt.run_queued())

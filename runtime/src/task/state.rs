@@ -268,11 +268,18 @@ impl State {
     }
 
     /// Shutdown: cancels the root and, if nobody owns the future, takes ownership of it
-    /// (`true`: the caller drops the future and completes the task).
+    /// (`true`: the caller drops the future and completes the task); if a poll owns it, that
+    /// poll is made to requeue the task.
     pub(super) fn transition_to_shutdown(&self) -> bool {
         self.fetch_update(|s| {
-            if s.0 & LIFECYCLE_MASK != 0 {
+            if s.is_complete() {
                 (Some(Snapshot(s.0 | CANCELLED)), false)
+            } else if s.is_running() {
+                // Someone is polling it: `NOTIFIED` makes that poll requeue the task instead
+                // of leaving it idle (the registry no longer holds it, nothing else would
+                // complete it), and the next poll sees the cancel bit (loom model
+                // `task::loom_models::shutdown_racing_poll`).
+                (Some(Snapshot(s.0 | CANCELLED | NOTIFIED)), false)
             } else {
                 (Some(Snapshot(s.0 | CANCELLED | RUNNING)), true)
             }
