@@ -23,7 +23,7 @@ use crate::context;
 use crate::scheduler::Handle;
 use crate::sync::thread::{self, JoinHandle as ThreadHandle};
 use crate::sync::{thread_local_const, Arc, Condvar, Mutex};
-use crate::task::{self, JoinHandle, Notified, RawTask, Schedule, Task, TaskId};
+use crate::task::{self, JoinHandle, Notified, Released, Schedule, Task, TaskId};
 use std::cell::Cell;
 
 /// The pool, owned by the scheduler's shared state.
@@ -147,6 +147,12 @@ impl BlockingPool {
         }
     }
 
+    /// No job queued or running (virtual time: `driver.rs` rule 6).
+    pub(crate) fn is_idle(&self) -> bool {
+        let state = self.inner.state.lock();
+        state.queue.is_empty() && state.num_idle == state.num_threads
+    }
+
     /// Number of pool threads alive (for tests).
     #[allow(dead_code)]
     pub(crate) fn num_threads(&self) -> usize {
@@ -235,6 +241,8 @@ impl BlockingSchedule {
                 break;
             }
             state.num_idle += 1;
+            // With virtual time, this thread going idle may be what lets the clock move.
+            self.handle.shared.driver.wake_if_virtual();
             let timed_out = inner.job_cv.wait_for(&mut state, inner.keep_alive).timed_out();
             if state.num_notify > 0 {
                 state.num_notify -= 1; // a pusher claimed us (and already counted us busy)
@@ -259,8 +267,9 @@ impl Schedule for BlockingSchedule {
         self.push(task)
     }
 
-    fn release(&self, _task: RawTask) -> Option<Task<Self>> {
-        None // jobs are not registered: their queue entry or runner keeps them alive
+    fn release(&self, runner: Task<Self>) -> Released<Self> {
+        // Jobs are not registered: their queue entry or their runner keeps them alive.
+        Released::now(runner, None)
     }
 }
 

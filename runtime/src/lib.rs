@@ -29,19 +29,20 @@ mod blocking;
 mod budget;
 mod cancel;
 mod context;
+mod driver;
+pub mod io;
 mod rt;
 mod scheduler;
 mod sync;
 mod task;
-#[allow(dead_code)] // wired into the driver next (issue 3)
-mod time;
+pub mod time;
 mod tuning;
 
 pub use cancel::{
     checkpoint, is_cancelled, yield_now, CancelSource, Cancelled, Checkpoint, YieldNow,
 };
 pub use rt::{Builder, Runtime};
-pub use scheduler::{EnterGuard, Handle};
+pub use scheduler::{EnterGuard, Handle, RuntimeMetrics};
 pub use task::{JoinError, JoinHandle, TaskId};
 
 use std::future::Future;

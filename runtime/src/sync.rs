@@ -67,6 +67,11 @@ mod imp {
         }
 
         #[inline]
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock()
+        }
+
+        #[inline]
         pub(crate) fn into_inner(self) -> T {
             self.0.into_inner()
         }
@@ -219,6 +224,11 @@ mod imp {
         );
         atomic_int_ops!(AtomicU32, u32);
         atomic_wrapper!(
+            /// `std::sync::atomic::AtomicU64`.
+            AtomicU64, AtomicU64, u64
+        );
+        atomic_int_ops!(AtomicU64, u64);
+        atomic_wrapper!(
             /// `std::sync::atomic::AtomicBool`.
             AtomicBool, AtomicBool, bool
         );
@@ -269,7 +279,7 @@ mod imp {
     pub(crate) use loom::sync::Arc;
 
     pub(crate) mod atomic {
-        pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
+        pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
     }
 
     pub(crate) mod thread {
@@ -295,6 +305,10 @@ mod imp {
 
         pub(crate) fn into_inner(self) -> T {
             self.0.into_inner().unwrap()
+        }
+
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock().ok().map(|g| MutexGuard(Some(g)))
         }
     }
 
@@ -395,6 +409,13 @@ pub(crate) use imp::*;
 /// synchronisation happens inside `W`, built from this module's primitives).
 pub(crate) fn arc_waker<W: std::task::Wake + Send + Sync + 'static>(w: W) -> std::task::Waker {
     std::task::Waker::from(std::sync::Arc::new(w))
+}
+
+/// The process-wide origin of `time::Instant` (the system's monotonic clock when first asked).
+/// A plain `OnceLock` in every build: it is set once and synchronises nothing a model needs.
+pub(crate) fn monotonic_origin() -> std::time::Instant {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
 }
 
 /// Hands out process-unique numbers (task ids) in blocks, so that spawning does not touch a

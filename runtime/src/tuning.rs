@@ -23,6 +23,13 @@ tunable! {
 }
 
 tunable! {
+    /// Every this many scheduler ticks a busy worker polls the driver without blocking (if
+    /// anything is registered or a timer is due), so I/O and timers progress while every
+    /// worker is busy.
+    EVENT_INTERVAL: u32 = 61, loom: 2;
+}
+
+tunable! {
     /// At most this many tasks run in a row from the LIFO slot before the slot's task goes to
     /// the back of the local queue: two tasks waking each other cannot starve the rest.
     MAX_LIFO_POLLS_IN_A_ROW: u32 = 3, loom: 1;
@@ -65,7 +72,13 @@ tunable! {
 }
 
 tunable! {
-    /// Number of shards of the owned-task registry per worker thread (rounded up to a power of
-    /// two); more shards mean less lock contention between spawns and completions.
-    OWNED_SHARDS_PER_WORKER: usize = 4, loom: 1;
+    /// Shards of the owned-task registry for tasks spawned from outside the workers (each
+    /// worker has a home shard of its own besides).
+    REMOTE_OWNED_SHARDS: usize = 4, loom: 1;
+}
+
+tunable! {
+    /// A worker releases the tasks it completed from the registry in batches of this size (and
+    /// whenever it is about to sleep), one lock per shard per batch.
+    RELEASE_BATCH: usize = 64, loom: 2;
 }

@@ -107,7 +107,7 @@ impl Builder {
         );
         let config =
             Config { thread_name: self.thread_name.clone(), virtual_time: self.virtual_time };
-        let (handle, cores) = Handle::new(workers, config, blocking);
+        let (handle, cores) = Handle::new(workers, config, blocking)?;
         let mut threads = Vec::with_capacity(workers);
         let mut runtime = Runtime { handle: handle.clone(), threads: Vec::new(), shut_down: false };
         for (index, core) in cores.into_iter().enumerate() {

@@ -60,7 +60,7 @@ impl Runtime {
     #[track_caller]
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         let _context = context::enter_block_on(&self.handle);
-        block_on_thread(future)
+        block_on_thread(&self.handle, future)
     }
 
     /// Spawns a task; see [`Handle::spawn`].
@@ -143,27 +143,39 @@ struct UnparkOnWake(Arc<Parker>);
 #[allow(clippy::disallowed_types)]
 impl Wake for UnparkOnWake {
     fn wake(self: std::sync::Arc<Self>) {
-        self.0.unpark();
+        self.0.unpark(None);
     }
 
     fn wake_by_ref(self: &std::sync::Arc<Self>) {
-        self.0.unpark();
+        self.0.unpark(None);
     }
 }
 
 /// Polls `future` on this thread, parking between polls.
-fn block_on_thread<F: Future>(future: F) -> F::Output {
+fn block_on_thread<F: Future>(handle: &Handle, future: F) -> F::Output {
+    /// Unregisters the thread's parker when `block_on` returns or unwinds.
+    struct Registered<'a>(&'a Handle, Arc<Parker>);
+    impl Drop for Registered<'_> {
+        fn drop(&mut self) {
+            self.0.shared.exit_block_on(&self.1);
+        }
+    }
+
     // A blocking job may call `block_on`: what it polls here is not part of that job's task.
     let _no_task = CurrentTaskGuard::enter_none();
     let _budget = BudgetGuard::unconstrained();
     let parker = Arc::new(Parker::new());
+    handle.shared.enter_block_on(&parker);
+    let _registered = Registered(handle, parker.clone());
     let waker = arc_waker(UnparkOnWake(parker.clone()));
     let mut cx = Context::from_waker(&waker);
     let mut future = pin!(future);
+    let driver = &handle.shared.driver;
     loop {
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
             return out;
         }
-        parker.park();
+        // Idle now (virtual time counts this thread as a worker: driver.rs rules 6 and 7).
+        parker.park(|| driver.wake_if_virtual());
     }
 }

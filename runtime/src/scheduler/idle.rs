@@ -163,6 +163,26 @@ impl Idle {
         num_searching(prev - dec) == 0
     }
 
+    /// A sleeper found work of its own (the driver woke tasks into its queue): takes it out of
+    /// `sleepers` and counts it unparked (not searching). False if a notifier already did so
+    /// (then it was counted as searching).
+    pub(crate) fn unpark_worker_by_id(&self, worker: usize) -> bool {
+        let mut sleepers = self.sleepers.lock();
+        match sleepers.iter().position(|&w| w == worker) {
+            Some(i) => {
+                sleepers.swap_remove(i);
+                self.state.fetch_add(ONE_UNPARKED, SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Number of unparked workers (virtual time: zero means every worker is asleep).
+    pub(crate) fn num_unparked(&self) -> usize {
+        num_unparked(self.state.load(SeqCst))
+    }
+
     /// Rule 5: true if a notifier took `worker` out of `sleepers` (it is now searching).
     pub(crate) fn transition_worker_from_parked(&self, worker: usize) -> bool {
         !self.sleepers.lock().contains(&worker)

@@ -32,9 +32,9 @@ fn park_unpark_racing() {
         let parker = Arc::new(Parker::new());
         let unparker = {
             let parker = parker.clone();
-            thread::spawn(move || parker.unpark())
+            thread::spawn(move || parker.unpark(None))
         };
-        parker.park();
+        parker.park(|| {});
         unparker.join().unwrap();
     });
 }
@@ -46,10 +46,10 @@ fn unpark_before_park() {
         let parker = Arc::new(Parker::new());
         let unparker = {
             let parker = parker.clone();
-            thread::spawn(move || parker.unpark())
+            thread::spawn(move || parker.unpark(None))
         };
         unparker.join().unwrap();
-        parker.park();
+        parker.park(|| {});
     });
 }
 
@@ -68,18 +68,18 @@ fn park_unpark_ping_pong() {
             thread::spawn(move || {
                 for round in 0..2 {
                     while turn.load(SeqCst) != 2 * round + 1 {
-                        peer_parker.park();
+                        peer_parker.park(|| {});
                     }
                     turn.store(2 * round + 2, SeqCst);
-                    main_parker.unpark();
+                    main_parker.unpark(None);
                 }
             })
         };
         for round in 0..2 {
             turn.store(2 * round + 1, SeqCst);
-            peer_parker.unpark();
+            peer_parker.unpark(None);
             while turn.load(SeqCst) != 2 * round + 2 {
-                main_parker.park();
+                main_parker.park(|| {});
             }
         }
         peer.join().unwrap();

@@ -29,9 +29,10 @@ use self::idle::Idle;
 use self::queue::{Injector, Stealer, Worker};
 use crate::blocking::BlockingPool;
 use crate::context;
+use crate::driver::Driver;
 use crate::sync::atomic::{AtomicBool, Ordering::*};
-use crate::sync::{Arc, RwLock};
-use crate::task::{self, JoinHandle, Notified, OwnedTasks, RawTask, Schedule, Task, TaskId};
+use crate::sync::{Arc, Mutex, RwLock};
+use crate::task::{self, JoinHandle, Notified, OwnedTasks, Released, Schedule, Task, TaskId};
 
 /// A handle to a runtime: spawn tasks onto it from anywhere, including from outside it.
 ///
@@ -65,6 +66,10 @@ pub(crate) struct Shared {
     shutdown: AtomicBool,
     pub(crate) worker_latch: shutdown::WorkerLatch,
     pub(crate) blocking: BlockingPool,
+    pub(crate) driver: Driver,
+    /// Parkers of the threads inside `block_on` on this runtime (virtual time counts them as
+    /// workers: `driver.rs` rule 6).
+    block_on_threads: Mutex<Vec<Arc<Parker>>>,
     pub(crate) config: Config,
 }
 
@@ -80,7 +85,8 @@ impl Handle {
         workers: usize,
         config: Config,
         blocking: BlockingPool,
-    ) -> (Handle, Vec<WorkerCore>) {
+    ) -> std::io::Result<(Handle, Vec<WorkerCore>)> {
+        let driver = Driver::new(config.virtual_time)?;
         let locals: Vec<Worker<Notified<Handle>>> =
             (0..workers).map(|_| Worker::new_fifo()).collect();
         let remotes = locals
@@ -92,11 +98,13 @@ impl Handle {
             injector_closed: RwLock::new(false),
             remotes,
             idle: Idle::new(workers),
-            owned: OwnedTasks::new(workers * crate::tuning::OWNED_SHARDS_PER_WORKER),
+            owned: OwnedTasks::new(workers, crate::tuning::REMOTE_OWNED_SHARDS),
             closing: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             worker_latch: shutdown::WorkerLatch::new(workers),
             blocking,
+            driver,
+            block_on_threads: Mutex::new(Vec::new()),
             config,
         };
         let handle = Handle { shared: Arc::new(shared) };
@@ -105,7 +113,7 @@ impl Handle {
             .enumerate()
             .map(|(index, local)| WorkerCore::new(index, handle.clone(), local))
             .collect();
-        (handle, cores)
+        Ok((handle, cores))
     }
 
     /// The handle of the runtime the calling thread is running in.
@@ -137,7 +145,8 @@ impl Handle {
         F::Output: Send + 'static,
     {
         let (task, notified, join) = task::new_task(future, self.clone(), TaskId::next());
-        match self.shared.owned.bind(task) {
+        let home = context::with_worker(|core| core.and_then(|c| c.home_for(&self.shared)));
+        match self.shared.owned.bind(task, home) {
             Ok(()) => {
                 if let Some(refused) = self.shared.schedule(notified) {
                     refused.shutdown();
@@ -168,10 +177,38 @@ impl Handle {
         EnterGuard { _guard: context::enter_handle(self), _handle: std::marker::PhantomData }
     }
 
+    /// A snapshot of the runtime's counters (diagnostics, tests).
+    pub fn metrics(&self) -> RuntimeMetrics {
+        let shared = &self.shared;
+        RuntimeMetrics {
+            workers: shared.remotes.len(),
+            live_tasks: shared.owned.len(),
+            timers: shared.driver.time.live_entries(),
+            io_sources: shared.driver.reactor.registrations(),
+            virtual_time: shared.driver.time.is_virtual(),
+        }
+    }
+
     /// Whether `self` and `other` refer to the same runtime.
     pub fn ptr_eq(&self, other: &Handle) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
+}
+
+/// Counters of a runtime at one moment ([`Handle::metrics`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuntimeMetrics {
+    /// Worker threads.
+    pub workers: usize,
+    /// Tasks spawned and not yet finished (blocking jobs excluded).
+    pub live_tasks: usize,
+    /// Timer entries: sleeps that registered and are still alive.
+    pub timers: usize,
+    /// File descriptors registered with the reactor.
+    pub io_sources: usize,
+    /// Whether the clock is virtual.
+    pub virtual_time: bool,
 }
 
 /// Returned by [`Handle::enter`]; restores the previous context when dropped.
@@ -201,8 +238,24 @@ impl Schedule for Handle {
         self.shared.schedule(task)
     }
 
-    fn release(&self, task: RawTask) -> Option<Task<Self>> {
-        self.shared.owned.remove(task)
+    fn release(&self, runner: Task<Self>) -> Released<Self> {
+        // A task from another worker's shard, completed on a worker: released later, in a
+        // batch (one lock of that shard per batch). From its own shard (the lock is the
+        // worker's own, uncontended) it is released now, so its memory is reused at once.
+        let runner = context::with_worker(|core| match core {
+            Some(core) if core.belongs_to(&self.shared) && !core.is_home_of(&runner) => {
+                core.defer_release(runner);
+                None
+            }
+            _ => Some(runner),
+        });
+        match runner {
+            None => Released::Deferred,
+            Some(runner) => {
+                let registry = self.shared.owned.remove(runner.raw());
+                Released::now(runner, registry)
+            }
+        }
     }
 }
 
@@ -248,7 +301,7 @@ impl Shared {
     /// Rule 1 of `idle.rs`: wake a sleeper if nobody is searching.
     fn notify_parked(&self) {
         if let Some(index) = self.idle.worker_to_notify() {
-            self.remotes[index].parker.unpark();
+            self.remotes[index].parker.unpark(Some(&self.driver));
         }
     }
 
@@ -256,8 +309,30 @@ impl Shared {
     /// `Idle::worker_to_notify_local`).
     fn notify_parked_local(&self) {
         if let Some(index) = self.idle.worker_to_notify_local() {
-            self.remotes[index].parker.unpark();
+            self.remotes[index].parker.unpark(Some(&self.driver));
         }
+    }
+
+    /// Registers the parker of a thread entering `block_on` (see `block_on_threads`).
+    pub(crate) fn enter_block_on(&self, parker: &Arc<Parker>) {
+        self.block_on_threads.lock().push(parker.clone());
+    }
+
+    pub(crate) fn exit_block_on(&self, parker: &Arc<Parker>) {
+        let mut threads = self.block_on_threads.lock();
+        if let Some(i) = threads.iter().position(|p| Arc::ptr_eq(p, parker)) {
+            threads.swap_remove(i);
+        }
+    }
+
+    /// Rule 6 of `driver.rs`: the whole runtime is idle, so virtual time may jump. Called by
+    /// the driver's waiter, itself already registered asleep.
+    fn is_idle_for_virtual_time(&self) -> bool {
+        self.idle.num_unparked() == 0
+            && self.injector.is_empty()
+            && self.remotes.iter().all(|r| r.stealer.is_empty())
+            && self.blocking.is_idle()
+            && self.block_on_threads.lock().iter().all(|p| p.is_idle())
     }
 
     /// Rule 4 of `idle.rs`: the last searcher found nothing; look once more everywhere.

@@ -93,7 +93,7 @@ impl Handle {
         // Step 4.
         shared.shutdown.store(true, Release);
         for remote in shared.remotes.iter() {
-            remote.parker.unpark();
+            remote.parker.unpark(Some(&shared.driver));
         }
         // Idle workers exit at once; allow them a moment even if the grace period is spent.
         let join_deadline = deadline.max(Instant::now() + MIN_WORKER_JOIN);

@@ -18,15 +18,19 @@
 //! other cannot starve the rest. The slot is not stealable; the first wake into an empty slot
 //! does not wake another worker, every push into the local queue does (rule 1 of `idle.rs`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use super::queue::{Steal, Worker};
 use super::{Handle, Shared};
 use crate::budget::{self, BudgetGuard};
 use crate::task::Notified;
-use crate::tuning::{GLOBAL_QUEUE_INTERVAL, MAX_LIFO_POLLS_IN_A_ROW};
+use crate::tuning::{
+    EVENT_INTERVAL, GLOBAL_QUEUE_INTERVAL, MAX_LIFO_POLLS_IN_A_ROW, RELEASE_BATCH,
+};
+use std::time::Duration;
 
 pub(crate) type Task = Notified<Handle>;
+type OwnedTask = crate::task::Task<Handle>;
 
 /// The state only the worker's own thread touches (through the thread-local context).
 pub(crate) struct WorkerCore {
@@ -37,6 +41,14 @@ pub(crate) struct WorkerCore {
     lifo_enabled: Cell<bool>,
     tick: Cell<u32>,
     searching: Cell<bool>,
+    /// Inside `run_task` (a task is being polled): only then do wakes use the LIFO slot.
+    in_poll: Cell<bool>,
+    /// Inside a driver turn: woken tasks are queued without notifying peers one by one (the
+    /// worker decides once the turn is over).
+    in_driver: Cell<bool>,
+    /// Tasks this worker completed, with its reference to each, waiting to be released from
+    /// the registry in a batch (`task/owned.rs`).
+    completed: RefCell<Vec<OwnedTask>>,
     rng: Cell<u64>,
 }
 
@@ -50,6 +62,9 @@ impl WorkerCore {
             lifo_enabled: Cell::new(true),
             tick: Cell::new(0),
             searching: Cell::new(false),
+            in_poll: Cell::new(false),
+            in_driver: Cell::new(false),
+            completed: RefCell::new(Vec::with_capacity(RELEASE_BATCH)),
             rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ ((index as u64 + 1) << 17)),
         }
     }
@@ -62,8 +77,45 @@ impl WorkerCore {
         std::ptr::eq(self.shared(), shared)
     }
 
+    /// The registry shard for tasks this worker spawns onto `shared` (its home shard).
+    pub(crate) fn home_for(&self, shared: &Shared) -> Option<usize> {
+        self.belongs_to(shared).then_some(self.index)
+    }
+
+    /// Whether `task` is registered in this worker's home shard.
+    pub(super) fn is_home_of(&self, task: &OwnedTask) -> bool {
+        task.header().owned_location().0 == self.index
+    }
+
+    /// Keeps a completed task (with the completing poll's reference) for the next batch
+    /// release. The batch is released by the worker loop, never here: this runs inside the
+    /// task's completion, where the cell must stay alive.
+    pub(super) fn defer_release(&self, task: OwnedTask) {
+        self.completed.borrow_mut().push(task);
+    }
+
+    /// Releases the completed tasks from the registry (dropping both references of each).
+    fn release_completed(&self) {
+        let tasks = std::mem::take(&mut *self.completed.borrow_mut());
+        if tasks.is_empty() {
+            return;
+        }
+        let registry = self.shared().owned.remove_batch(&tasks);
+        for (task, registry) in tasks.into_iter().zip(registry) {
+            task.drop_with(registry);
+        }
+    }
+
     /// Queues a task woken or spawned on this worker (see "The LIFO slot").
     pub(super) fn schedule_local(&self, task: Task, is_yield: bool) {
+        if !self.in_poll.get() {
+            // Woken outside a task poll (by the driver, or a drop): no LIFO slot.
+            self.local.push(task);
+            if !self.in_driver.get() {
+                self.shared().notify_parked_local();
+            }
+            return;
+        }
         let notify = if is_yield || !self.lifo_enabled.get() {
             self.local.push(task);
             true
@@ -83,15 +135,23 @@ impl WorkerCore {
         while !self.shared().is_shutdown() {
             let tick = self.tick.get().wrapping_add(1);
             self.tick.set(tick);
+            if tick.is_multiple_of(EVENT_INTERVAL) {
+                self.poll_driver();
+            }
             if let Some(task) = self.next_task(tick) {
                 self.run_task(task);
             } else if let Some(task) = self.steal_work() {
                 self.run_task(task);
             } else {
+                self.release_completed();
                 self.park();
+            }
+            if self.completed.borrow().len() >= RELEASE_BATCH {
+                self.release_completed();
             }
         }
         self.drain_local();
+        self.release_completed();
     }
 
     fn next_task(&self, tick: u32) -> Option<Task> {
@@ -149,6 +209,7 @@ impl WorkerCore {
             self.shared().notify_parked_local();
         }
         self.lifo_enabled.set(true);
+        self.in_poll.set(true);
         let _budget = BudgetGuard::for_chain();
         self.poll(task);
         let mut lifo_polls = 0;
@@ -164,6 +225,7 @@ impl WorkerCore {
             lifo_polls += 1;
             self.poll(next);
         }
+        self.in_poll.set(false);
     }
 
     /// Polls one task; a task that yielded goes to the back of the local queue (or, once the
@@ -185,6 +247,25 @@ impl WorkerCore {
         }
     }
 
+    /// Rule 5 of `driver.rs`: a busy worker's non-blocking look at I/O and timers (and a
+    /// chance to release completed tasks, so a worker that never sleeps still does).
+    fn poll_driver(&self) {
+        self.release_completed();
+        let driver = &self.shared().driver;
+        if !driver.has_pending_work() {
+            return;
+        }
+        if let Some(mut waiter) = driver.try_lock_waiter() {
+            self.in_driver.set(true);
+            driver.turn(&mut waiter, Some(Duration::ZERO), || false);
+            self.in_driver.set(false);
+            drop(waiter);
+            if !self.local.is_empty() {
+                self.shared().notify_parked_local();
+            }
+        }
+    }
+
     fn park(&self) {
         let shared = self.shared();
         let was_searching = self.searching.replace(false);
@@ -192,14 +273,32 @@ impl WorkerCore {
             // Rule 4: with nobody searching any more, re-check every queue before sleeping.
             shared.notify_if_work_pending();
         }
+        let driver = &shared.driver;
         loop {
-            shared.remotes[self.index].parker.park();
+            shared.remotes[self.index].parker.park_worker(
+                driver,
+                |waiter| {
+                    self.in_driver.set(true);
+                    driver.turn(waiter, None, || shared.is_idle_for_virtual_time());
+                    self.in_driver.set(false);
+                },
+                || driver.wake_if_virtual(),
+            );
             if shared.is_shutdown() {
                 return;
             }
             if shared.idle.transition_worker_from_parked(self.index) {
-                // Rule 5: woken by a notifier, which counted us as searching.
+                // Rule 5 of idle.rs: woken by a notifier, which counted us as searching.
                 self.searching.set(true);
+                return;
+            }
+            if !self.local.is_empty() {
+                // Rule 4 of driver.rs: the driver turn woke tasks into our queue.
+                if !shared.idle.unpark_worker_by_id(self.index) {
+                    // A notifier took us out meanwhile and counted us as searching.
+                    self.searching.set(true);
+                }
+                shared.notify_parked_local();
                 return;
             }
         }

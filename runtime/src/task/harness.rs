@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::raw::{Cell, Header, RawTask, Stage};
 use super::state::{State, TransitionToIdle, TransitionToRunning};
-use super::{current, waker, JoinError, Notified, Output, Schedule};
+use super::{current, waker, JoinError, Notified, Output, Released, Schedule, Task};
 use crate::budget;
 use crate::tuning::MAX_SELF_WAKES_WHILE_CANCELLED;
 
@@ -218,16 +218,12 @@ impl<F: Future, S: Schedule> Harness<F, S> {
                 }
             });
         }
-        let released = self.cell().scheduler.release(self.raw());
-        let refs = match released {
-            Some(task) => {
-                std::mem::forget(task);
-                2
-            }
-            None => 1,
-        };
-        if self.state().transition_to_terminal(refs) {
-            self.raw().dealloc();
+        // SAFETY: the runner's reference, which this function consumes, is handed over.
+        let runner = unsafe { Task::from_raw(self.cell.cast()) };
+        match self.cell().scheduler.release(runner) {
+            Released::Deferred => {}
+            // Dropped here, once nothing borrows the cell (the drop may free it).
+            Released::Now { runner, registry } => runner.drop_with(registry),
         }
     }
 

@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use loom::thread;
 
-use super::{current_task_is_cancelled, new_task, JoinHandle, Notified, RawTask, Schedule, Task};
+use super::{current_task_is_cancelled, new_task, JoinHandle, Notified, Released, Schedule, Task};
 use super::{Output, TaskId};
 use crate::scheduler::Parker;
 use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -86,10 +86,11 @@ impl Schedule for Mock {
         None
     }
 
-    fn release(&self, task: RawTask) -> Option<Task<Self>> {
+    fn release(&self, runner: Task<Self>) -> Released<Self> {
         let mut owned = self.queue.owned.lock();
-        let index = owned.iter().position(|t| t.raw() == task)?;
-        Some(owned.swap_remove(index))
+        let registry =
+            owned.iter().position(|t| t.raw() == runner.raw()).map(|i| owned.swap_remove(i));
+        Released::now(runner, registry)
     }
 }
 
@@ -282,7 +283,7 @@ struct Unpark(Arc<Parker>);
 #[allow(clippy::disallowed_types)]
 impl Wake for Unpark {
     fn wake(self: std::sync::Arc<Self>) {
-        self.0.unpark();
+        self.0.unpark(None);
     }
 }
 
@@ -297,7 +298,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
             return out;
         }
-        parker.park();
+        parker.park(|| {});
     }
 }
 

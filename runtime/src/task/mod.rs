@@ -70,8 +70,26 @@ pub(crate) trait Schedule: Sized + Send + Sync + 'static {
     #[must_use = "a refused task must be shut down by the caller"]
     fn schedule(&self, task: Notified<Self>) -> Option<Notified<Self>>;
 
-    /// The task completed: hand back the registry's reference, if the registry still has it.
-    fn release(&self, task: RawTask) -> Option<Task<Self>>;
+    /// The task completed. `runner` is the reference of the thread that completed it. The
+    /// scheduler either hands it back with the registry's reference (if the registry still had
+    /// one) for the caller to drop once it no longer borrows the cell, or keeps it to release
+    /// the task later, in a batch (`Released::Deferred`).
+    fn release(&self, runner: Task<Self>) -> Released<Self>;
+}
+
+/// What [`Schedule::release`] leaves to its caller.
+pub(crate) enum Released<S: 'static> {
+    /// Drop these now: the runner's reference and the registry's (if it still held one).
+    Now { runner: Task<S>, registry: Option<Task<S>> },
+    /// The scheduler kept the runner's reference; it drops both later.
+    Deferred,
+}
+
+impl<S: 'static> Released<S> {
+    /// The common "not registered, or removed right away" outcome.
+    pub(crate) fn now(runner: Task<S>, registry: Option<Task<S>>) -> Released<S> {
+        Released::Now { runner, registry }
+    }
 }
 
 /// A reference to a task held by the owned-task registry.
@@ -103,7 +121,7 @@ where
 impl<S: 'static> Task<S> {
     /// # Safety
     /// The caller hands over one reference to the task at `ptr`.
-    unsafe fn from_raw(ptr: std::ptr::NonNull<Header>) -> Task<S> {
+    pub(super) unsafe fn from_raw(ptr: std::ptr::NonNull<Header>) -> Task<S> {
         // SAFETY: forwarded from the caller's contract.
         Task { raw: unsafe { RawTask::from_raw(ptr) }, _scheduler: PhantomData }
     }
@@ -133,6 +151,22 @@ impl<S: 'static> Task<S> {
     /// Cancels the task's root and makes sure it is polled again (rule 4).
     pub(crate) fn cancel(&self) {
         cancel_raw(self.raw);
+    }
+
+    /// Drops this reference together with `other` (of the same task) in one atomic step.
+    pub(crate) fn drop_with(self, other: Option<Task<S>>) {
+        let raw = self.into_raw();
+        let refs = match other {
+            Some(other) => {
+                debug_assert!(other.raw == raw);
+                let _ = other.into_raw();
+                2
+            }
+            None => 1,
+        };
+        if raw.state().transition_to_terminal(refs) {
+            raw.dealloc();
+        }
     }
 
     /// A second reference to the same task.

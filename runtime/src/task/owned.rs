@@ -3,8 +3,16 @@
 //! A task is *bound* when spawned and *removed* when it completes; the registry's entry holds
 //! one reference (task rule 1), which is what keeps an idle task alive while nobody else refers
 //! to it (a task waiting on a channel whose sender is another idle task, say) and what lets
-//! shutdown cancel and drop it. The registry is sharded by task id, each shard a slab under its
-//! own lock, so spawns and completions on different workers rarely meet on the same lock.
+//! shutdown cancel and drop it.
+//!
+//! # Shards
+//!
+//! The registry is sharded, each shard a slab under its own lock. Each worker has a *home*
+//! shard: tasks it spawns are bound there, so a worker spawning in a loop keeps one shard hot in
+//! its own cache. Spawns from other threads go to the *remote* shards, chosen by task id. A
+//! task records its shard and slot, so removal finds it directly. Workers remove the tasks
+//! they complete in batches (`remove_batch`: one lock per shard per batch), so a task spawned
+//! on one worker and completed on another rarely costs a contended lock of its own.
 //!
 //! # Closing
 //!
@@ -20,6 +28,7 @@ use crate::sync::{Condvar, Mutex};
 
 pub(crate) struct OwnedTasks<S: 'static> {
     shards: Box<[Mutex<Shard<S>>]>,
+    home_shards: usize,
     /// Signalled when a closed shard becomes empty.
     drained: Mutex<()>,
     drained_cv: Condvar,
@@ -32,43 +41,60 @@ struct Shard<S: 'static> {
     len: usize,
 }
 
+impl<S: 'static> Shard<S> {
+    fn new() -> Shard<S> {
+        Shard { closed: false, slots: Vec::new(), free: Vec::new(), len: 0 }
+    }
+
+    /// Takes `raw` out of this shard if it is still there.
+    fn take(&mut self, raw: RawTask, slot: usize) -> Option<Task<S>> {
+        let entry = self.slots.get_mut(slot)?;
+        if entry.as_ref().is_none_or(|t| t.raw() != raw) {
+            return None;
+        }
+        let task = entry.take();
+        self.free.push(slot as u32);
+        self.len -= 1;
+        task
+    }
+}
+
 impl<S: 'static> OwnedTasks<S> {
-    /// A registry with `shards` shards (rounded up to a power of two).
-    pub(crate) fn new(shards: usize) -> OwnedTasks<S> {
-        let n = shards.max(1).next_power_of_two();
+    /// A registry with one home shard per worker plus `remote_shards` (at least one).
+    pub(crate) fn new(workers: usize, remote_shards: usize) -> OwnedTasks<S> {
+        let n = workers + remote_shards.max(1);
         OwnedTasks {
-            shards: (0..n)
-                .map(|_| {
-                    Mutex::new(Shard { closed: false, slots: Vec::new(), free: Vec::new(), len: 0 })
-                })
-                .collect(),
+            shards: (0..n).map(|_| Mutex::new(Shard::new())).collect(),
+            home_shards: workers,
             drained: Mutex::new(()),
             drained_cv: Condvar::new(),
         }
     }
 
-    fn shard_of(&self, raw: RawTask) -> &Mutex<Shard<S>> {
-        let index = raw.header().id().as_u64() as usize & (self.shards.len() - 1);
-        &self.shards[index]
-    }
-
-    /// Registers a new task; gives it back if the registry is closed.
-    pub(crate) fn bind(&self, task: Task<S>) -> Result<(), Task<S>> {
-        let mut shard = self.shard_of(task.raw()).lock();
+    /// Registers a new task, in worker `home`'s shard if given; gives the task back if the
+    /// registry is closed.
+    pub(crate) fn bind(&self, task: Task<S>, home: Option<usize>) -> Result<(), Task<S>> {
+        let index = match home {
+            Some(worker) => worker,
+            None => {
+                let remote = self.shards.len() - self.home_shards;
+                self.home_shards + (task.id().as_u64() as usize % remote)
+            }
+        };
+        let mut shard = self.shards[index].lock();
         if shard.closed {
             return Err(task);
         }
         let slot = match shard.free.pop() {
-            Some(slot) => slot,
+            Some(slot) => slot as usize,
             None => {
-                let slot = u32::try_from(shard.slots.len())
-                    .expect("more than 4 billion live tasks in one shard");
+                assert!(shard.slots.len() < u32::MAX as usize, "more than 4 billion live tasks");
                 shard.slots.push(None);
-                slot
+                shard.slots.len() - 1
             }
         };
-        task.header().set_owned_slot(slot);
-        shard.slots[slot as usize] = Some(task);
+        task.header().set_owned_location(index, slot);
+        shard.slots[slot] = Some(task);
         shard.len += 1;
         Ok(())
     }
@@ -76,22 +102,52 @@ impl<S: 'static> OwnedTasks<S> {
     /// Removes a completed task, returning the registry's reference (`None` if shutdown
     /// already took it out).
     pub(crate) fn remove(&self, raw: RawTask) -> Option<Task<S>> {
-        let mut shard = self.shard_of(raw).lock();
-        let slot = raw.header().owned_slot() as usize;
-        let entry = shard.slots.get_mut(slot)?;
-        if entry.as_ref().is_none_or(|t| t.raw() != raw) {
-            return None;
-        }
-        let task = entry.take();
-        shard.free.push(slot as u32);
-        shard.len -= 1;
+        let (index, slot) = raw.header().owned_location();
+        // A task whose bind was refused (shutdown) has no location.
+        let mut shard = self.shards.get(index)?.lock();
+        let task = shard.take(raw, slot);
         let now_drained = shard.closed && shard.len == 0;
         drop(shard);
         if now_drained {
-            let _guard = self.drained.lock();
-            self.drained_cv.notify_all();
+            self.notify_drained();
         }
         task
+    }
+
+    /// Removes a batch of completed tasks (each `tasks[i]` a reference the caller holds),
+    /// locking each shard once; returns the registry's references, in the same order.
+    pub(crate) fn remove_batch(&self, tasks: &[Task<S>]) -> Vec<Option<Task<S>>> {
+        let mut order: Vec<usize> = (0..tasks.len()).collect();
+        order.sort_unstable_by_key(|&i| tasks[i].header().owned_location().0);
+        let mut out: Vec<Option<Task<S>>> = (0..tasks.len()).map(|_| None).collect();
+        let mut drained = false;
+        let mut i = 0;
+        while i < order.len() {
+            let index = tasks[order[i]].header().owned_location().0;
+            let Some(shard) = self.shards.get(index) else {
+                // Never bound (refused at shutdown): nothing to remove. Sorted last.
+                break;
+            };
+            let mut shard = shard.lock();
+            while let Some(&k) = order.get(i) {
+                let (shard_of_k, slot) = tasks[k].header().owned_location();
+                if shard_of_k != index {
+                    break;
+                }
+                out[k] = shard.take(tasks[k].raw(), slot);
+                i += 1;
+            }
+            drained |= shard.closed && shard.len == 0;
+        }
+        if drained {
+            self.notify_drained();
+        }
+        out
+    }
+
+    fn notify_drained(&self) {
+        let _guard = self.drained.lock();
+        self.drained_cv.notify_all();
     }
 
     /// Refuses further `bind`s (see the module doc).
@@ -123,7 +179,7 @@ impl<S: 'static> OwnedTasks<S> {
         out
     }
 
-    /// Number of registered tasks.
+    /// Number of registered tasks (including completed ones a worker has not yet released).
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len).sum()
     }

@@ -16,7 +16,7 @@ use super::harness::Harness;
 use super::id::TaskId;
 use super::state::State;
 use super::Schedule;
-use crate::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use crate::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::sync::UnsafeCell;
 
 /// The untyped part of every task, at offset 0 of its cell.
@@ -25,8 +25,9 @@ pub(crate) struct Header {
     pub(super) state: State,
     pub(super) vtable: &'static Vtable,
     pub(super) id: TaskId,
-    /// Slot in the owned-task registry shard (written and read under that shard's lock).
-    owned_slot: AtomicU32,
+    /// Where the owned-task registry keeps the task: `shard << 32 | slot` (written when it is
+    /// bound, before the task is shared; read under that shard's lock).
+    owned_location: AtomicU64,
     /// Polls in a row that ended `Pending` with the task re-woken while it was cancelled; only
     /// touched by the thread holding `RUNNING` (state invariant 2).
     pub(super) self_wakes_while_cancelled: UnsafeCell<u8>,
@@ -37,12 +38,14 @@ impl Header {
         self.id
     }
 
-    pub(crate) fn owned_slot(&self) -> u32 {
-        self.owned_slot.load(Relaxed)
+    /// `(shard, slot)` in the owned-task registry.
+    pub(crate) fn owned_location(&self) -> (usize, usize) {
+        let location = self.owned_location.load(Relaxed);
+        ((location >> 32) as usize, (location & u32::MAX as u64) as usize)
     }
 
-    pub(crate) fn set_owned_slot(&self, slot: u32) {
-        self.owned_slot.store(slot, Relaxed)
+    pub(crate) fn set_owned_location(&self, shard: usize, slot: usize) {
+        self.owned_location.store(((shard as u64) << 32) | slot as u64, Relaxed)
     }
 }
 
@@ -117,7 +120,7 @@ impl RawTask {
                 state: State::new(),
                 vtable: vtable::<F, S>(),
                 id,
-                owned_slot: AtomicU32::new(u32::MAX),
+                owned_location: AtomicU64::new(u64::MAX),
                 self_wakes_while_cancelled: UnsafeCell::new(0),
             },
             scheduler,

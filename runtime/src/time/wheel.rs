@@ -101,13 +101,19 @@ fn slot_for(tick: u64, level: usize) -> usize {
 }
 
 impl TimerWheel {
+    #[cfg(test)]
     pub(crate) fn new() -> TimerWheel {
+        TimerWheel::new_at(0)
+    }
+
+    /// An empty wheel whose time starts at `now` (nanoseconds since the origin).
+    pub(crate) fn new_at(now: u64) -> TimerWheel {
         TimerWheel {
             entries: Vec::new(),
             free: Vec::new(),
             heads: vec![NIL; LEVELS * SLOTS],
             occupied: [0; LEVELS],
-            elapsed: 0,
+            elapsed: now / TICK_NANOS,
             live: 0,
         }
     }
@@ -191,6 +197,11 @@ impl TimerWheel {
     /// The earliest tick at which some entry is due, if any.
     pub(crate) fn next_expiration(&self) -> Option<u64> {
         self.next_slot().map(|(start, _)| start)
+    }
+
+    /// [`next_expiration`](Self::next_expiration) in nanoseconds (when to wake up to fire).
+    pub(crate) fn next_expiration_nanos(&self) -> Option<u64> {
+        self.next_expiration().map(|tick| tick.saturating_mul(TICK_NANOS))
     }
 
     /// The earliest exact deadline among filed entries (for virtual time: the instant to jump
@@ -306,8 +317,14 @@ impl TimerWheel {
     fn file(&mut self, index: u32) {
         // Deadlines beyond the wheel's range are filed at its far end and re-filed when they
         // come round (their exact deadline is kept, so they never fire early).
-        let tick = tick_of(self.entries[index as usize].deadline)
-            .clamp(self.elapsed + 1, self.elapsed + MAX_TICKS - 1);
+        //
+        // The bound: strictly before the current top-level slot comes round again. A later
+        // tick would land in that same top-level slot (same digit, next rotation) and look
+        // due now: re-filing it there forever. Within the bound, a top-level slot whose digit
+        // is below the current one is unambiguously in the next rotation.
+        let top_slot_span = 1u64 << ((LEVELS as u32 - 1) * SLOT_BITS);
+        let latest = (self.elapsed & !(top_slot_span - 1)) + MAX_TICKS - 1;
+        let tick = tick_of(self.entries[index as usize].deadline).clamp(self.elapsed + 1, latest);
         let level = level_for(self.elapsed, tick).min(LEVELS - 1);
         let slot = slot_for(tick, level);
         let position = level * SLOTS + slot;
@@ -468,6 +485,31 @@ mod tests {
         assert_eq!(wheel.poll_entry(far, &wakers.make(2)), EntryStatus::Fired);
         assert_eq!(wheel.poll_entry(never, &wakers.make(3)), EntryStatus::Pending);
         assert_eq!(wheel.next_deadline(), Some(u64::MAX));
+    }
+
+    /// Far deadlines with the wheel's clock far from zero (the process has been running):
+    /// they must not be mistaken for due in the current top-level slot.
+    #[test]
+    fn far_deadlines_far_from_the_origin() {
+        for start_ms in [0u64, 5_000, 1 << 30, (1 << 36) - 1, (1 << 36) + 12_345, 987_654_321_012] {
+            let mut wheel = TimerWheel::new_at(start_ms * MS);
+            let mut wakers = Wakers::new();
+            wheel.insert(u64::MAX, wakers.make(0));
+            let year = 365 * 24 * 3600 * 1000 * MS;
+            wheel.insert(start_ms * MS + 3 * year, wakers.make(1));
+            wheel.insert(start_ms * MS + 5 * 1000 * MS, wakers.make(2));
+            let mut woken = Vec::new();
+            // Jumping to each next deadline fires exactly that timer.
+            for expected in [2, 1] {
+                let next = wheel.next_deadline().unwrap();
+                wheel.advance(next, &mut woken);
+                let ids: Vec<_> = woken.drain(..).map(|w| wakers.id(&w)).collect();
+                assert_eq!(ids, vec![expected], "start {start_ms} ms");
+            }
+            assert_eq!(wheel.next_deadline(), Some(u64::MAX));
+            wheel.advance(start_ms * MS + 10 * year, &mut woken);
+            assert!(woken.is_empty());
+        }
     }
 
     #[test]

@@ -1,0 +1,300 @@
+//! `Async<T>`: any non-blocking file descriptor, awaitable.
+
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::reactor::Registered;
+use super::scheduled_io::{Direction, POLL_SLOT};
+use crate::budget;
+use crate::cancel::Cancelled;
+use crate::context;
+use crate::scheduler::Handle;
+
+/// An I/O source registered with the runtime's reactor: wait for it to become readable or
+/// writable, or run a non-blocking operation until it stops saying `WouldBlock`.
+///
+/// `Async::new` puts the file descriptor in non-blocking mode and registers it with the
+/// current runtime; dropping the `Async` deregisters it before the source is closed. Every
+/// operation is a cancel point: if the calling task is cancelled it fails with an `io::Error`
+/// recognised by [`is_cancelled`](crate::is_cancelled), *before* doing anything (no bytes read
+/// or written).
+///
+/// ```no_run
+/// use trellis_runtime::io::Async;
+///
+/// trellis_runtime::run(async {
+///     let listener = Async::new(std::net::TcpListener::bind("127.0.0.1:0")?)?;
+///     let (stream, _peer) = listener.read_with(|l| l.accept()).await?;
+///     std::io::Result::Ok(())
+/// });
+/// ```
+#[derive(Debug)]
+pub struct Async<T: AsFd> {
+    registration: Registration,
+    /// `None` only inside `into_inner`/`drop`, after deregistration.
+    io: Option<T>,
+}
+
+#[derive(Debug)]
+struct Registration {
+    handle: Handle,
+    registered: Registered,
+}
+
+impl<T: AsFd> Async<T> {
+    /// Makes `io` non-blocking and registers it with the current runtime.
+    ///
+    /// # Errors
+    /// If the descriptor cannot be made non-blocking or registered.
+    ///
+    /// # Panics
+    /// Outside a trellis runtime (use it from a task or `block_on`).
+    #[track_caller]
+    pub fn new(io: T) -> io::Result<Async<T>> {
+        rustix::io::ioctl_fionbio(io.as_fd(), true)?;
+        Async::new_nonblocking(io)
+    }
+
+    /// Registers `io`, which the caller has already made non-blocking.
+    ///
+    /// # Errors
+    /// If the descriptor cannot be registered.
+    ///
+    /// # Panics
+    /// Outside a trellis runtime.
+    #[track_caller]
+    pub fn new_nonblocking(io: T) -> io::Result<Async<T>> {
+        let handle = context::with_handle(|h| h.cloned()).unwrap_or_else(|| {
+            panic!("`Async::new` was called outside a trellis runtime: {}", context::NO_RUNTIME)
+        });
+        // SAFETY: the registration is removed in `Drop`/`into_inner` (`deregister`) before `io`
+        // (and so the descriptor) is dropped, and `io` is never replaced (no `get_mut`).
+        let registered = unsafe { handle.shared.driver.reactor.register(io.as_fd())? };
+        Ok(Async { registration: Registration { handle, registered }, io: Some(io) })
+    }
+
+    /// The inner I/O source.
+    pub fn get_ref(&self) -> &T {
+        self.io.as_ref().expect("the I/O source is present until into_inner or drop")
+    }
+
+    /// Deregisters the source and returns it (still in non-blocking mode).
+    ///
+    /// # Errors
+    /// If the reactor fails to deregister it (the source is dropped then).
+    pub fn into_inner(mut self) -> io::Result<T> {
+        let io = self.io.take().expect("present");
+        self.deregister(&io)?;
+        Ok(io)
+    }
+
+    fn deregister(&self, io: &T) -> io::Result<()> {
+        let reactor = &self.registration.handle.shared.driver.reactor;
+        reactor.deregister(&self.registration.registered, io.as_fd())
+    }
+
+    /// Waits until the source is readable (or its read side closed). A cancel point.
+    pub async fn readable(&self) -> io::Result<()> {
+        Readiness { source: self, direction: Direction::Read, slot: None }.await
+    }
+
+    /// Waits until the source is writable (or its write side closed). A cancel point.
+    pub async fn writable(&self) -> io::Result<()> {
+        Readiness { source: self, direction: Direction::Write, slot: None }.await
+    }
+
+    /// Polls for readability (for `poll_*` style code; one task at a time per direction).
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_ready(Direction::Read, &mut Some(POLL_SLOT), cx).map_ok(drop)
+    }
+
+    /// Polls for writability (for `poll_*` style code; one task at a time per direction).
+    pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_ready(Direction::Write, &mut Some(POLL_SLOT), cx).map_ok(drop)
+    }
+
+    /// Runs `op` until it does not fail with `WouldBlock`, waiting for readability between
+    /// attempts. A cancel point (checked before each attempt).
+    pub async fn read_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        IoOp { source: self, direction: Direction::Read, slot: None, op }.await
+    }
+
+    /// As [`read_with`](Self::read_with), waiting for writability.
+    pub async fn write_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        IoOp { source: self, direction: Direction::Write, slot: None, op }.await
+    }
+
+    /// Cancel check, budget, then readiness.
+    fn poll_ready(
+        &self,
+        direction: Direction,
+        slot: &mut Option<usize>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<super::scheduled_io::ReadyEvent>> {
+        if let Some(cancelled) = Cancelled::for_current_task() {
+            return Poll::Ready(Err(cancelled.into()));
+        }
+        let progress = std::task::ready!(budget::poll_proceed(cx));
+        match self.registration.registered.io.poll_readiness(direction, slot, cx) {
+            Poll::Ready(event) => {
+                progress.made_progress();
+                Poll::Ready(Ok(event))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The core of every operation: wait for readiness, try `op`, clear the readiness it
+    /// disproved (`WouldBlock`), repeat.
+    pub(crate) fn poll_io<R>(
+        &self,
+        direction: Direction,
+        slot: &mut Option<usize>,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            let event = std::task::ready!(self.poll_ready(direction, slot, cx))?;
+            match op(self.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.registration.registered.io.clear_readiness(event);
+                }
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn forget_waiter(&self, direction: Direction, slot: Option<usize>) {
+        if let Some(slot) = slot {
+            drop(self.registration.registered.io.forget_waiter(direction, slot));
+        }
+    }
+}
+
+impl<T: AsFd> Drop for Async<T> {
+    fn drop(&mut self) {
+        if let Some(io) = self.io.take() {
+            // Deregister before `io` closes the descriptor (the `new` contract). An error here
+            // means the poller already forgot it; nothing more to do.
+            let _ = self.deregister(&io);
+        }
+    }
+}
+
+impl<T: AsFd> AsFd for Async<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.get_ref().as_fd()
+    }
+}
+
+impl<T: AsFd> AsRawFd for Async<T> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+/// The future of `readable`/`writable`: owns a waiter slot until done or dropped.
+struct Readiness<'a, T: AsFd> {
+    source: &'a Async<T>,
+    direction: Direction,
+    slot: Option<usize>,
+}
+
+impl<T: AsFd> Future for Readiness<'_, T> {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        this.source.poll_ready(this.direction, &mut this.slot, cx).map_ok(drop)
+    }
+}
+
+impl<T: AsFd> Drop for Readiness<'_, T> {
+    fn drop(&mut self) {
+        self.source.forget_waiter(self.direction, self.slot.take());
+    }
+}
+
+/// The future of `read_with`/`write_with`.
+struct IoOp<'a, T: AsFd, F> {
+    source: &'a Async<T>,
+    direction: Direction,
+    slot: Option<usize>,
+    op: F,
+}
+
+impl<T: AsFd, F> Unpin for IoOp<'_, T, F> {}
+
+impl<T: AsFd, R, F: FnMut(&T) -> io::Result<R>> Future for IoOp<'_, T, F> {
+    type Output = io::Result<R>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        let this = &mut *self;
+        this.source.poll_io(this.direction, &mut this.slot, cx, &mut this.op)
+    }
+}
+
+impl<T: AsFd, F> Drop for IoOp<'_, T, F> {
+    fn drop(&mut self) {
+        self.source.forget_waiter(self.direction, self.slot.take());
+    }
+}
+
+impl<T: AsFd> futures_io::AsyncRead for Async<T>
+where
+    for<'a> &'a T: Read,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_io(Direction::Read, &mut Some(POLL_SLOT), cx, |mut io| io.read(buf))
+    }
+
+    fn poll_read_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_io(Direction::Read, &mut Some(POLL_SLOT), cx, |mut io| io.read_vectored(bufs))
+    }
+}
+
+impl<T: AsFd> futures_io::AsyncWrite for Async<T>
+where
+    for<'a> &'a T: Write,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_io(Direction::Write, &mut Some(POLL_SLOT), cx, |mut io| io.write(buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_io(Direction::Write, &mut Some(POLL_SLOT), cx, |mut io| io.write_vectored(bufs))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Sockets and pipes have nothing buffered: flush first, wait only if it must.
+        match (&mut self.get_ref()).flush() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.poll_io(Direction::Write, &mut Some(POLL_SLOT), cx, |mut io| io.flush())
+            }
+            result => Poll::Ready(result),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
