@@ -14,5 +14,7 @@
 
 pub use trellis_runtime::{
     checkpoint, is_cancelled, run, spawn, spawn_blocking, yield_now, Builder, CancelSource,
-    Cancelled, Checkpoint, EnterGuard, Handle, JoinError, JoinHandle, Runtime, TaskId, YieldNow,
+    Cancelled, Checkpoint, EnterGuard, Handle, JoinError, JoinHandle, Runtime, RuntimeMetrics,
+    TaskId, YieldNow,
 };
+pub use trellis_runtime::{io, net, time};

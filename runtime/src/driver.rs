@@ -102,11 +102,16 @@ impl Driver {
     /// One turn (rules 3, 4, 6): waits up to `timeout` (`None`: until woken, or until the next
     /// timer), then applies I/O events and fires due timers, and wakes what they woke. With
     /// virtual time and `runtime_idle()` true, jumps the clock instead of waiting.
+    ///
+    /// `interrupted()` tells whether the waiting thread was unparked meanwhile: with virtual
+    /// time a turn may wait twice (a zero-timeout poll first), and the first wait can swallow
+    /// the poller notification meant to end the turn, so it is checked before the second.
     pub(crate) fn turn(
         &self,
         waiter: &mut Waiter,
         timeout: Option<Duration>,
         runtime_idle: impl Fn() -> bool,
+        interrupted: impl Fn() -> bool,
     ) -> Turn {
         let blocking = timeout != Some(Duration::ZERO);
         if self.time.is_virtual() && blocking {
@@ -122,6 +127,9 @@ impl Driver {
                     return Turn { woken };
                 }
             }
+            if interrupted() {
+                return Turn::default();
+            }
         }
         self.run_once(waiter, timeout)
     }
@@ -134,7 +142,7 @@ impl Driver {
             // The poller itself failed (not a socket): nothing to apply; report once per turn.
             eprintln!("trellis: waiting for I/O events failed: {e}");
         }
-        self.reactor.dispatch(&waiter.events, &mut waiter.woken);
+        self.reactor.dispatch(waiter.events.iter(), &mut waiter.woken);
         self.time.process(&mut waiter.woken);
         Turn { woken: self.wake_all(waiter) }
     }

@@ -31,6 +31,7 @@ mod cancel;
 mod context;
 mod driver;
 pub mod io;
+pub mod net;
 mod rt;
 mod scheduler;
 mod sync;

@@ -178,3 +178,50 @@ fn sleep_is_a_cancel_point() {
     }
     assert_eq!(rt.handle().metrics().timers, 0);
 }
+
+/// 100,000 timers with random deadlines, spread over tasks and `FuturesUnordered`s: every one
+/// fires at its deadline, and the completions come in deadline order.
+#[test]
+fn hundred_thousand_timers_fire_in_deadline_order() {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let rt = virtual_runtime(2);
+    let start = rt.block_on(async { Instant::now() });
+    let log = Arc::new(Mutex::new(Vec::with_capacity(100_000)));
+    let mut seed = 42u64;
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let sleeps: FuturesUnordered<_> = (0..10_000)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    // 10,000 distinct deadlines (whole milliseconds): about ten timers each,
+                    // which fire together (equal deadlines complete in any order).
+                    let deadline = start + Duration::from_millis(seed % 10_000);
+                    async move {
+                        sleep_until(deadline).await.unwrap();
+                        deadline
+                    }
+                })
+                .collect();
+            let log = log.clone();
+            rt.spawn(async move {
+                let mut sleeps = sleeps;
+                while let Some(deadline) = sleeps.next().await {
+                    let now = Instant::now();
+                    assert_eq!(now, deadline, "fired at a different instant than its deadline");
+                    log.lock().unwrap().push(now);
+                }
+            })
+        })
+        .collect();
+    rt.block_on(async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 100_000);
+    assert!(log.windows(2).all(|w| w[0] <= w[1]), "timers completed out of deadline order");
+    assert_eq!(rt.handle().metrics().timers, 0);
+}

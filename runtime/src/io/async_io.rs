@@ -167,7 +167,7 @@ impl<T: AsFd> Async<T> {
         }
     }
 
-    fn forget_waiter(&self, direction: Direction, slot: Option<usize>) {
+    pub(crate) fn forget_waiter(&self, direction: Direction, slot: Option<usize>) {
         if let Some(slot) = slot {
             drop(self.registration.registered.io.forget_waiter(direction, slot));
         }

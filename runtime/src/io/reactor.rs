@@ -131,10 +131,14 @@ impl Reactor {
 
     /// Applies `events` to their registrations; returns how many events belonged to a live
     /// registration. Wakers go to `woken`, to be woken after the caller's locks.
-    pub(crate) fn dispatch(&self, events: &Events, woken: &mut Vec<Waker>) -> usize {
+    pub(crate) fn dispatch(
+        &self,
+        events: impl Iterator<Item = PollEvent>,
+        woken: &mut Vec<Waker>,
+    ) -> usize {
         let slab = self.slab.lock();
         let mut applied = 0;
-        for event in events.iter() {
+        for event in events {
             let (index, generation) = split_key(event.key);
             let Some(slot) = slab.slots.get(index as usize) else { continue };
             let (true, Some(io)) = (slot.generation == generation, &slot.io) else { continue };
@@ -169,5 +173,61 @@ fn flags_of(event: PollEvent) -> usize {
 impl std::fmt::Debug for Reactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reactor").field("registrations", &self.registrations()).finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    #![allow(clippy::disallowed_types)]
+
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc as StdArc;
+    use std::task::{Context, Wake};
+
+    use crate::io::scheduled_io::Direction;
+
+    struct CountWakes(AtomicUsize);
+    impl Wake for CountWakes {
+        fn wake(self: StdArc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// An event still in flight for a removed registration (same slab slot, older generation)
+    /// must not touch the registration that reuses the slot.
+    #[test]
+    fn stale_events_do_not_reach_a_reused_slot() {
+        let reactor = Reactor::new().unwrap();
+        let (a, _a_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (b, _b_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        // SAFETY: both are deregistered below before they are dropped.
+        let first = unsafe { reactor.register(a.as_fd()) }.unwrap();
+        let stale_key = first.key;
+        reactor.deregister(&first, a.as_fd()).unwrap();
+        // SAFETY: as above.
+        let second = unsafe { reactor.register(b.as_fd()) }.unwrap();
+        assert_eq!(split_key(second.key).0, split_key(stale_key).0, "the slot is reused");
+        assert_ne!(second.key, stale_key, "with a new generation");
+
+        let counter = StdArc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut slot = None;
+        assert!(second.io.poll_readiness(Direction::Read, &mut slot, &mut cx).is_pending());
+
+        let stale = PollEvent { key: stale_key, readable: true, writable: true, closed: false };
+        let mut woken = Vec::new();
+        assert_eq!(reactor.dispatch([stale].into_iter(), &mut woken), 0);
+        assert!(woken.is_empty());
+        assert!(second.io.poll_readiness(Direction::Read, &mut slot, &mut cx).is_pending());
+
+        let fresh = PollEvent { key: second.key, readable: true, writable: false, closed: false };
+        assert_eq!(reactor.dispatch([fresh].into_iter(), &mut woken), 1);
+        woken.drain(..).for_each(Waker::wake);
+        assert_eq!(counter.0.load(SeqCst), 1);
+        reactor.deregister(&second, b.as_fd()).unwrap();
+        assert_eq!(reactor.registrations(), 0);
     }
 }

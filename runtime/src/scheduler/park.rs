@@ -132,6 +132,11 @@ impl Parker {
         }
     }
 
+    /// Whether an unpark is pending (the driver's waiter checks it between its two waits).
+    pub(crate) fn is_notified(&self) -> bool {
+        self.state.load(SeqCst) == NOTIFIED
+    }
+
     /// Whether the thread is asleep with no wake-up pending (virtual time, `driver.rs` rule 6).
     pub(crate) fn is_idle(&self) -> bool {
         matches!(self.state.load(SeqCst), PARKED_CONDVAR | PARKED_DRIVER)

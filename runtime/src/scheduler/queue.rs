@@ -51,6 +51,9 @@ mod loom_queue {
         pub(crate) fn is_empty(&self) -> bool {
             self.inner.lock().is_empty()
         }
+        pub(crate) fn len(&self) -> usize {
+            self.inner.lock().len()
+        }
         pub(crate) fn stealer(&self) -> Stealer<T> {
             Stealer { inner: self.inner.clone() }
         }

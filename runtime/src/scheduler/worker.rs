@@ -257,10 +257,10 @@ impl WorkerCore {
         }
         if let Some(mut waiter) = driver.try_lock_waiter() {
             self.in_driver.set(true);
-            driver.turn(&mut waiter, Some(Duration::ZERO), || false);
+            driver.turn(&mut waiter, Some(Duration::ZERO), || false, || false);
             self.in_driver.set(false);
             drop(waiter);
-            if !self.local.is_empty() {
+            if self.local.len() > 1 {
                 self.shared().notify_parked_local();
             }
         }
@@ -274,12 +274,18 @@ impl WorkerCore {
             shared.notify_if_work_pending();
         }
         let driver = &shared.driver;
+        let parker = &shared.remotes[self.index].parker;
         loop {
-            shared.remotes[self.index].parker.park_worker(
+            parker.park_worker(
                 driver,
                 |waiter| {
                     self.in_driver.set(true);
-                    driver.turn(waiter, None, || shared.is_idle_for_virtual_time());
+                    driver.turn(
+                        waiter,
+                        None,
+                        || shared.is_idle_for_virtual_time(),
+                        || parker.is_notified(),
+                    );
                     self.in_driver.set(false);
                 },
                 || driver.wake_if_virtual(),
@@ -298,7 +304,10 @@ impl WorkerCore {
                     // A notifier took us out meanwhile and counted us as searching.
                     self.searching.set(true);
                 }
-                shared.notify_parked_local();
+                if self.local.len() > 1 {
+                    // More than this worker will run right away: let a peer help.
+                    shared.notify_parked_local();
+                }
                 return;
             }
         }
