@@ -18,3 +18,6 @@ pub use trellis_runtime::{
     TaskId, YieldNow,
 };
 pub use trellis_runtime::{io, net, time};
+
+#[cfg(feature = "hyper")]
+pub mod hyper;

@@ -95,7 +95,11 @@ macro_rules! stream_io {
                 self: std::pin::Pin<&mut Self>,
                 _cx: &mut std::task::Context<'_>,
             ) -> std::task::Poll<std::io::Result<()>> {
-                std::task::Poll::Ready(self.shutdown(std::net::Shutdown::Write))
+                // A connection the peer already tore down is as closed as it gets.
+                std::task::Poll::Ready(match self.shutdown(std::net::Shutdown::Write) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotConnected => Ok(()),
+                    result => result,
+                })
             }
         }
     };
