@@ -6,7 +6,8 @@
 //!   nothing runs in them, so their workers are parked (checked after warm-up, see [`idle`]).
 //! - One iteration: the driver (this thread) builds the root future, reads the clock, injects
 //!   the root task from outside, and blocks on a std channel until the workload's last task
-//!   signals; the iteration's time ends when the message is received. After each iteration
+//!   signals; the iteration's time ends when the message is received, minus any setup the
+//!   workload measured and excluded itself ([`Finish::exclude`]). After each iteration
 //!   the driver sleeps `settle` so the runtime just measured is parked again before the next
 //!   one starts.
 //! - Warm-up rounds first (discarded), then `rounds` rounds: one iteration of each runtime
@@ -143,7 +144,7 @@ struct Contestant<'a> {
 
 /// Measures `workload` on fresh runtimes. Progress goes to stderr.
 pub fn run_workload(config: &Config, workload: &Workload) -> Result<Outcome, Failure> {
-    let runtimes = Runtimes::build(config.workers).map_err(Failure::Build)?;
+    let runtimes = Runtimes::build(config.workers, workload.io).map_err(Failure::Build)?;
     let result = measure(config, workload, &runtimes);
     if result.is_ok() {
         drop(runtimes);
@@ -270,7 +271,7 @@ fn iteration<S: Spawner>(
     let start = Instant::now();
     inject(root);
     match done_rx.recv_timeout(timeout) {
-        Ok(()) => Ok(start.elapsed()),
+        Ok(excluded) => Ok(start.elapsed().saturating_sub(excluded)),
         Err(RecvTimeoutError::Timeout) => Err(Stall::Hang),
         Err(RecvTimeoutError::Disconnected) => Err(Stall::Dropped),
     }

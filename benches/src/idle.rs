@@ -16,7 +16,8 @@ pub struct IdleCpu {
     pub trellis: Duration,
     /// CPU time of `tokio*` threads.
     pub tokio: Duration,
-    /// CPU time of `smol*` threads (async-executor runners).
+    /// CPU time of `smol*` threads (async-executor runners) and of the `async-io` reactor
+    /// thread (smol's timers and sockets).
     pub smol: Duration,
 }
 
@@ -35,7 +36,7 @@ impl IdleCpu {
                 idle.trellis += used;
             } else if name.starts_with("tokio") {
                 idle.tokio += used;
-            } else if name.starts_with("smol") {
+            } else if name.starts_with("smol") || name == "async-io" {
                 idle.smol += used;
             }
         }

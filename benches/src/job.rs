@@ -12,12 +12,24 @@
 //! runtime's own spawn, and only the last one signals the driver. That costs one extra spawn
 //! per repetition (the same in every runtime) and keeps the driver's wake-up latency out of all
 //! but one repetition.
+//!
+//! **Untimed setup**: a workload whose documented work needs setup first (tcp_echo connects
+//! its sockets) may measure that setup inside the root task and report it with
+//! [`Finish::exclude`]; the driver subtracts it from the iteration's time.
+//!
+//! **Per-runtime operations** beyond spawning: [`Timers`] (sleeps) and [`Net`] (TCP), so that
+//! the timers and tcp_echo workloads are one generic body each, with the same shape in every
+//! runtime; the implementations (in [`runtimes`](crate::runtimes)) are one call each into the
+//! runtime's own API.
 
 use std::fmt;
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 /// The root task of one repetition of a workload.
 pub type Root = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -36,6 +48,66 @@ pub trait Spawner: Clone + Send + Sync + fmt::Debug + 'static {
 
     /// This runtime's `yield_now`.
     fn yield_now() -> impl Future<Output = ()> + Send;
+}
+
+/// The runtime's timers, for the timers workload.
+pub trait Timers: Spawner {
+    /// The runtime's instant type.
+    type Deadline: Copy + Send + 'static;
+
+    /// A deadline that has already passed (about a second ago, or the clock's origin).
+    fn passed_deadline() -> Deadline<Self>;
+
+    /// The runtime's `sleep(duration)` (its output is not looked at: it is only polled once).
+    fn sleep(duration: Duration) -> impl Future + Send;
+
+    /// The runtime's `sleep_until(deadline)`, awaited to completion.
+    fn sleep_until(deadline: Deadline<Self>) -> impl Future<Output = ()> + Send;
+}
+
+/// The deadline type of a [`Timers`] runtime.
+pub type Deadline<S> = <S as Timers>::Deadline;
+
+/// The runtime's own TCP types, for the tcp_echo workload. Streams must be created inside a
+/// task of the runtime (they register with its reactor).
+pub trait Net: Spawner {
+    /// The listener type.
+    type Listener: Send + 'static;
+    /// The stream type.
+    type Stream: Send + 'static;
+
+    /// Binds a listener.
+    fn bind(addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+
+    /// The listener's address.
+    fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
+
+    /// Connects to `addr`.
+    fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// Accepts a connection.
+    fn accept(listener: &Self::Listener) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// Sets `TCP_NODELAY`.
+    fn set_nodelay(stream: &Self::Stream) -> io::Result<()>;
+
+    /// Reads what is available (at least one byte; 0 at the end of the stream).
+    fn read<'a>(
+        stream: &'a mut Self::Stream,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a;
+
+    /// Fills `buf`.
+    fn read_exact<'a>(
+        stream: &'a mut Self::Stream,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
+
+    /// Writes all of `buf`.
+    fn write_all<'a>(
+        stream: &'a mut Self::Stream,
+        buf: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
 }
 
 /// How much work an iteration does: the documented (full) size, or a tenth of it (`--quick`).
@@ -72,13 +144,29 @@ pub struct Finish<S: Spawner> {
     body: Body<S>,
     size: Size,
     reps_left: usize,
-    done: mpsc::Sender<()>,
+    /// Untimed setup of this and the earlier repetitions, in nanoseconds.
+    excluded: AtomicU64,
+    done: mpsc::Sender<Duration>,
 }
 
 impl<S: Spawner> Finish<S> {
-    /// A token for the first of `reps` repetitions; the last one sends on `done`.
-    pub fn new(spawner: S, body: Body<S>, size: Size, reps: usize, done: mpsc::Sender<()>) -> Self {
-        Finish { spawner, body, size, reps_left: reps.max(1), done }
+    /// A token for the first of `reps` repetitions; the last one sends the total untimed
+    /// setup (see [`Finish::exclude`]) on `done`.
+    pub fn new(
+        spawner: S,
+        body: Body<S>,
+        size: Size,
+        reps: usize,
+        done: mpsc::Sender<Duration>,
+    ) -> Self {
+        Finish { spawner, body, size, reps_left: reps.max(1), excluded: AtomicU64::new(0), done }
+    }
+
+    /// Takes `setup` (measured inside the task) out of the iteration's time. Must be called
+    /// before this repetition's [`Finish::done`] (or its countdown's last tick).
+    pub fn exclude(&self, setup: Duration) {
+        let nanos = u64::try_from(setup.as_nanos()).unwrap_or(u64::MAX);
+        self.excluded.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// The repetition's work is complete: start the next repetition (with the runtime's own
@@ -90,12 +178,13 @@ impl<S: Spawner> Finish<S> {
                 body: self.body,
                 size: self.size,
                 reps_left: self.reps_left - 1,
+                excluded: AtomicU64::new(self.excluded.load(Ordering::Relaxed)),
                 done: self.done.clone(),
             };
             self.spawner.spawn((self.body)(self.spawner.clone(), self.size, next));
         } else {
             // The driver only stops listening after reporting a timeout; nothing to do then.
-            let _ = self.done.send(());
+            let _ = self.done.send(Duration::from_nanos(self.excluded.load(Ordering::Relaxed)));
         }
     }
 

@@ -3,7 +3,8 @@
 //! holds its pieces:
 //!
 //! - [`job`]: what every workload is written against: the [`Spawner`](job::Spawner) trait (one
-//!   implementation per runtime), the work [`Size`](job::Size), and the completion helpers
+//!   implementation per runtime) with its [`Timers`](job::Timers) and [`Net`](job::Net)
+//!   operations, the work [`Size`](job::Size), and the completion helpers
 //!   ([`Finish`](job::Finish), [`Countdown`](job::Countdown)) built on a std atomic + std channel.
 //! - [`runtimes`]: building the three runtimes and injecting a root task from outside.
 //! - [`workloads`]: the table of workloads; adding one is a body per runtime plus a table entry.

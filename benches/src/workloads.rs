@@ -3,12 +3,16 @@
 //! prints `NA`.
 //!
 //! Helper types are the same for every runtime: completion is a std atomic countdown + std
-//! channel ([`Countdown`], [`Finish`]); messages between tasks go over
-//! `futures::channel::oneshot`.
+//! channel ([`Countdown`](crate::job::Countdown), [`Finish`]); messages between tasks go over
+//! `futures::channel::oneshot`. Timers and sockets are each runtime's own ([`Timers`], [`Net`]).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::pin;
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 
-use crate::job::{Body, Finish, Root, Size, Spawner};
+use crate::job::{Body, Finish, Net, Root, Size, Spawner, Timers};
 use crate::runtimes::{Smol, Tokio, Trellis};
 
 /// One workload: a name and one body per runtime.
@@ -23,6 +27,10 @@ pub struct Workload {
     /// runs of the short workloads are too short to time reliably (the driver's wake-up alone is
     /// tens of microseconds). Times are reported per repetition.
     pub reps: [usize; 2],
+    /// Whether the workload uses timers or sockets: async-executor's runners then block in
+    /// `async_io::block_on`, so that they drive the async-io reactor when idle (see
+    /// [`runtimes`](crate::runtimes)).
+    pub io: bool,
     /// The trellis body (trellis always has one: it is what is being measured).
     pub trellis: Body<Trellis>,
     /// The tokio counterpart, if any.
@@ -48,6 +56,7 @@ pub const WORKLOADS: &[Workload] = &[
         name: "spawn_many",
         about: "a root task spawns 10,000 no-op tasks; each decrements an atomic, the last signals",
         reps: [40, 4],
+        io: false,
         trellis: spawn_many::<Trellis>,
         tokio: Some(spawn_many::<Tokio>),
         smol: Some(spawn_many::<Smol>),
@@ -56,6 +65,7 @@ pub const WORKLOADS: &[Workload] = &[
         name: "yield_many",
         about: "1,000 tasks each yield 200 times; the last to finish signals",
         reps: [4, 1],
+        io: false,
         trellis: yield_many::<Trellis>,
         tokio: Some(yield_many::<Tokio>),
         smol: Some(yield_many::<Smol>),
@@ -65,6 +75,7 @@ pub const WORKLOADS: &[Workload] = &[
         about: "1,000 concurrent rounds; each spawns a partner and exchanges one message each \
                 way over oneshots",
         reps: [48, 12],
+        io: false,
         trellis: ping_pong::<Trellis>,
         tokio: Some(ping_pong::<Tokio>),
         smol: Some(ping_pong::<Smol>),
@@ -73,6 +84,7 @@ pub const WORKLOADS: &[Workload] = &[
         name: "ping_pong_seq",
         about: "one task pair, 1,000 sequential round trips (a fresh pair of oneshots each)",
         reps: [100, 24],
+        io: false,
         trellis: ping_pong_seq::<Trellis>,
         tokio: Some(ping_pong_seq::<Tokio>),
         smol: Some(ping_pong_seq::<Smol>),
@@ -81,9 +93,30 @@ pub const WORKLOADS: &[Workload] = &[
         name: "chained_spawn",
         about: "each task spawns the next, 1,000 deep; the last signals",
         reps: [256, 50],
+        io: false,
         trellis: chained_spawn::<Trellis>,
         tokio: Some(chained_spawn::<Tokio>),
         smol: Some(chained_spawn::<Smol>),
+    },
+    Workload {
+        name: "timers",
+        about: "in one task: 100,000 sleeps an hour ahead, each polled once then dropped; then \
+                10,000 sleeps with a passed deadline, awaited",
+        reps: [4, 1],
+        io: true,
+        trellis: timers::<Trellis>,
+        tokio: Some(timers::<Tokio>),
+        smol: Some(timers::<Smol>),
+    },
+    Workload {
+        name: "tcp_echo",
+        about: "64 loopback connections (set up untimed), 1,000 round trips of 64 bytes each \
+                between 64 client tasks and 64 echo tasks",
+        reps: [1, 1],
+        io: true,
+        trellis: tcp_echo::<Trellis>,
+        tokio: Some(tcp_echo::<Tokio>),
+        smol: Some(tcp_echo::<Smol>),
     },
 ];
 
@@ -192,4 +225,84 @@ fn chain<S: Spawner>(spawner: S, left: usize, finish: Finish<S>) {
         let next = spawner.clone();
         spawner.spawn(async move { chain(next, left - 1, finish) });
     }
+}
+
+/// timers: all in the root task. 100,000 `sleep(1 h)`s, each pinned on the stack, polled once
+/// (which registers it: it must be pending) and dropped (which cancels it); then 10,000
+/// `sleep_until(a deadline a second ago)`s, each awaited (completes without waiting; a
+/// runtime's cooperative budget may make the task yield in between).
+fn timers<S: Timers>(_spawner: S, size: Size, finish: Finish<S>) -> Root {
+    const HOUR: Duration = Duration::from_secs(3600);
+    Box::pin(async move {
+        for _ in 0..size.of(100_000) {
+            let sleep = pin!(S::sleep(HOUR));
+            assert!(futures::poll!(sleep).is_pending(), "timers: a sleep of an hour completed");
+        }
+        let passed = S::passed_deadline();
+        for _ in 0..size.of(10_000) {
+            S::sleep_until(passed).await;
+        }
+        finish.done();
+    })
+}
+
+/// Connections of tcp_echo.
+const ECHO_CONNECTIONS: usize = 64;
+/// Bytes per message of tcp_echo.
+const ECHO_MESSAGE: usize = 64;
+
+/// tcp_echo. Untimed setup, in the root task: bind a listener on 127.0.0.1 (port 0, a fresh one
+/// per repetition), then 64 times connect and accept, setting `TCP_NODELAY` on both ends; drop
+/// the listener. Timed: the root spawns, per connection, an echo task (reads up to 64 bytes,
+/// writes them back, until end of stream) and a client task (1,000 sequential round trips:
+/// write 64 bytes, read 64 bytes back; then closes its end). Each task ticks the countdown
+/// after closing its end, so the closes are timed too.
+fn tcp_echo<S: Net>(spawner: S, size: Size, finish: Finish<S>) -> Root {
+    Box::pin(async move {
+        let setup = Instant::now();
+        let listener = S::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .expect("tcp_echo: bind a listener on 127.0.0.1");
+        let addr = S::local_addr(&listener).expect("tcp_echo: listener address");
+        let mut pairs = Vec::with_capacity(ECHO_CONNECTIONS);
+        for _ in 0..ECHO_CONNECTIONS {
+            let client = S::connect(addr).await.expect("tcp_echo: connect");
+            let server = S::accept(&listener).await.expect("tcp_echo: accept");
+            S::set_nodelay(&client).expect("tcp_echo: TCP_NODELAY");
+            S::set_nodelay(&server).expect("tcp_echo: TCP_NODELAY");
+            pairs.push((client, server));
+        }
+        drop(listener);
+        finish.exclude(setup.elapsed());
+
+        let round_trips = size.of(1_000);
+        let countdown = finish.countdown(2 * ECHO_CONNECTIONS);
+        for (mut client, mut server) in pairs {
+            let done = countdown.clone();
+            spawner.spawn(async move {
+                let mut buf = [0; ECHO_MESSAGE];
+                loop {
+                    let n = S::read(&mut server, &mut buf).await.expect("tcp_echo: server read");
+                    if n == 0 {
+                        break;
+                    }
+                    S::write_all(&mut server, &buf[..n]).await.expect("tcp_echo: server write");
+                }
+                drop(server);
+                done.tick();
+            });
+            let done = countdown.clone();
+            spawner.spawn(async move {
+                let message = [0x5a; ECHO_MESSAGE];
+                let mut reply = [0; ECHO_MESSAGE];
+                for _ in 0..round_trips {
+                    S::write_all(&mut client, &message).await.expect("tcp_echo: client write");
+                    S::read_exact(&mut client, &mut reply).await.expect("tcp_echo: client read");
+                }
+                assert!(round_trips == 0 || reply == message, "tcp_echo: wrong echo");
+                drop(client);
+                done.tick();
+            });
+        }
+    })
 }
