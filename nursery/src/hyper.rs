@@ -45,12 +45,17 @@ use futures_io::{AsyncRead, AsyncWrite};
 #[derive(Debug)]
 pub struct HyperIo<T> {
     inner: T,
+    /// Staging buffer for reads (see `poll_read`), allocated on first use.
+    buf: Vec<u8>,
 }
+
+/// Size of the read staging buffer: what hyper asks for at most in one read.
+const READ_CHUNK: usize = 16 * 1024;
 
 impl<T> HyperIo<T> {
     /// Wraps `inner`.
     pub fn new(inner: T) -> HyperIo<T> {
-        HyperIo { inner }
+        HyperIo { inner, buf: Vec::new() }
     }
 
     /// The wrapped stream.
@@ -65,13 +70,17 @@ impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        // hyper's cursor exposes uninitialised memory only through `unsafe`; this crate has
-        // none, so read into a stack buffer and copy (one memcpy of what was read).
-        let mut chunk = [0u8; 16 * 1024];
-        let want = buf.remaining().min(chunk.len());
-        match Pin::new(&mut self.inner).poll_read(cx, &mut chunk[..want]) {
+        // hyper's cursor exposes uninitialised memory only through `unsafe`, which this crate
+        // forbids: read into an initialised staging buffer (zeroed once per connection) and
+        // copy what was read.
+        let this = &mut *self;
+        if this.buf.is_empty() {
+            this.buf = vec![0; READ_CHUNK];
+        }
+        let want = buf.remaining().min(READ_CHUNK);
+        match Pin::new(&mut this.inner).poll_read(cx, &mut this.buf[..want]) {
             Poll::Ready(Ok(n)) => {
-                buf.put_slice(&chunk[..n]);
+                buf.put_slice(&this.buf[..n]);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
