@@ -317,3 +317,37 @@ fn io_ops_are_cancel_points_without_effect() {
         assert_eq!(&buf[..n], b"kept");
     });
 }
+
+on_workers!(
+    /// A short read that drains the data while the peer's end of stream is already pending:
+    /// the next read must see EOF (its edge came before the short read, so a readiness
+    /// "optimisation" that cleared readability after a short read would wait forever).
+    short_read_then_pending_eof, |rt| {
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for _ in 0..50 {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let (mut server, _) = listener.accept().await.unwrap();
+            client.write_all(&[7u8; 100]).await.unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            sleep(Duration::from_millis(1)).await.unwrap(); // data and FIN both arrived
+            let mut buf = vec![0u8; 65536];
+            let mut total = 0;
+            loop {
+                let n = trellis_runtime::time::sleep(Duration::from_secs(5));
+                let read = server.read(&mut buf);
+                futures::pin_mut!(read);
+                let n = match futures::future::select(read, n).await {
+                    futures::future::Either::Left((r, _)) => r.unwrap(),
+                    futures::future::Either::Right(_) => panic!("read hung with EOF pending"),
+                };
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+            assert_eq!(total, 100);
+        }
+    });
+});

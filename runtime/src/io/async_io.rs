@@ -167,6 +167,37 @@ impl<T: AsFd> Async<T> {
         }
     }
 
+    /// `poll_io` for a stream read or write of `len` bytes. A *write* shorter than asked means
+    /// the socket's send buffer is full, so the write readiness is cleared right away: the
+    /// next write waits for the next edge instead of spending a system call to learn
+    /// `WouldBlock`. (An edge that came meanwhile bumped the event tick, and then the clear does
+    /// nothing: rule 2 of `scheduled_io.rs`.) Reads get no such shortcut: a short read may
+    /// have drained the data but not a pending end of stream, whose edge already came (the
+    /// poller does not report a peer's half-close separately), and clearing would wait for it
+    /// forever.
+    pub(crate) fn poll_transfer(
+        &self,
+        direction: Direction,
+        cx: &mut Context<'_>,
+        len: usize,
+        mut op: impl FnMut(&T) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        let mut slot = Some(POLL_SLOT);
+        loop {
+            let event = std::task::ready!(self.poll_ready(direction, &mut slot, cx))?;
+            match op(self.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.registration.registered.io.clear_readiness(event);
+                }
+                Ok(n) if direction == Direction::Write && n > 0 && n < len => {
+                    self.registration.registered.io.clear_readiness(event);
+                    return Poll::Ready(Ok(n));
+                }
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
     pub(crate) fn forget_waiter(&self, direction: Direction, slot: Option<usize>) {
         if let Some(slot) = slot {
             drop(self.registration.registered.io.forget_waiter(direction, slot));
@@ -252,7 +283,8 @@ where
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_io(Direction::Read, &mut Some(POLL_SLOT), cx, |mut io| io.read(buf))
+        let len = buf.len();
+        self.poll_transfer(Direction::Read, cx, len, |mut io| io.read(buf))
     }
 
     fn poll_read_vectored(
@@ -260,7 +292,8 @@ where
         cx: &mut Context<'_>,
         bufs: &mut [io::IoSliceMut<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.poll_io(Direction::Read, &mut Some(POLL_SLOT), cx, |mut io| io.read_vectored(bufs))
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.poll_transfer(Direction::Read, cx, len, |mut io| io.read_vectored(bufs))
     }
 }
 
@@ -273,7 +306,7 @@ where
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_io(Direction::Write, &mut Some(POLL_SLOT), cx, |mut io| io.write(buf))
+        self.poll_transfer(Direction::Write, cx, buf.len(), |mut io| io.write(buf))
     }
 
     fn poll_write_vectored(
@@ -281,7 +314,8 @@ where
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.poll_io(Direction::Write, &mut Some(POLL_SLOT), cx, |mut io| io.write_vectored(bufs))
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.poll_transfer(Direction::Write, cx, len, |mut io| io.write_vectored(bufs))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -7,4 +7,4 @@ pub(crate) mod reactor;
 pub(crate) mod scheduled_io;
 
 pub use async_io::Async;
-pub(crate) use scheduled_io::{Direction, POLL_SLOT};
+pub(crate) use scheduled_io::Direction;

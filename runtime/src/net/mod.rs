@@ -26,6 +26,14 @@ macro_rules! stream_io {
             ) -> std::task::Poll<std::io::Result<usize>> {
                 futures_io::AsyncRead::poll_read(std::pin::Pin::new(&mut &*self), cx, buf)
             }
+
+            fn poll_read_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &mut [std::io::IoSliceMut<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                futures_io::AsyncRead::poll_read_vectored(std::pin::Pin::new(&mut &*self), cx, bufs)
+            }
         }
 
         impl futures_io::AsyncRead for &$ty {
@@ -35,12 +43,20 @@ macro_rules! stream_io {
                 buf: &mut [u8],
             ) -> std::task::Poll<std::io::Result<usize>> {
                 use std::io::Read as _;
-                self.inner.poll_io(
-                    crate::io::Direction::Read,
-                    &mut Some(crate::io::POLL_SLOT),
-                    cx,
-                    |mut io| io.read(buf),
-                )
+                let len = buf.len();
+                self.inner.poll_transfer(crate::io::Direction::Read, cx, len, |mut io| io.read(buf))
+            }
+
+            fn poll_read_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &mut [std::io::IoSliceMut<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                use std::io::Read as _;
+                let len = bufs.iter().map(|b| b.len()).sum();
+                self.inner.poll_transfer(crate::io::Direction::Read, cx, len, |mut io| {
+                    io.read_vectored(bufs)
+                })
             }
         }
 
@@ -51,6 +67,18 @@ macro_rules! stream_io {
                 buf: &[u8],
             ) -> std::task::Poll<std::io::Result<usize>> {
                 futures_io::AsyncWrite::poll_write(std::pin::Pin::new(&mut &*self), cx, buf)
+            }
+
+            fn poll_write_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                futures_io::AsyncWrite::poll_write_vectored(
+                    std::pin::Pin::new(&mut &*self),
+                    cx,
+                    bufs,
+                )
             }
 
             fn poll_flush(
@@ -75,12 +103,21 @@ macro_rules! stream_io {
                 buf: &[u8],
             ) -> std::task::Poll<std::io::Result<usize>> {
                 use std::io::Write as _;
-                self.inner.poll_io(
-                    crate::io::Direction::Write,
-                    &mut Some(crate::io::POLL_SLOT),
-                    cx,
-                    |mut io| io.write(buf),
-                )
+                self.inner.poll_transfer(crate::io::Direction::Write, cx, buf.len(), |mut io| {
+                    io.write(buf)
+                })
+            }
+
+            fn poll_write_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                use std::io::Write as _;
+                let len = bufs.iter().map(|b| b.len()).sum();
+                self.inner.poll_transfer(crate::io::Direction::Write, cx, len, |mut io| {
+                    io.write_vectored(bufs)
+                })
             }
 
             fn poll_flush(
