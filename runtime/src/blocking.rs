@@ -240,8 +240,10 @@ impl BlockingSchedule {
             if state.shutdown {
                 break;
             }
+            // With virtual time, this thread going idle may be what lets the clock move
+            // (`driver.rs` rules 6 and 7).
+            self.handle.shared.driver.before_idle();
             state.num_idle += 1;
-            // With virtual time, this thread going idle may be what lets the clock move.
             self.handle.shared.driver.wake_if_virtual();
             let timed_out = inner.job_cv.wait_for(&mut state, inner.keep_alive).timed_out();
             if state.num_notify > 0 {

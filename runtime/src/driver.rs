@@ -34,9 +34,26 @@
 //!    parked with no wake pending, and a zero-timeout poll of the reactor returning no events.
 //!    Then the clock jumps to the earliest pending deadline and the timers due there fire.
 //!    Idle sockets do not prevent the jump; a ready event is always processed first.
+//!
+//!    The check reads the participants one after another, so it is no snapshot: a `block_on`
+//!    thread could queue work where the check already looked (a task, a blocking job) and park
+//!    before the check looks at it, and a participant woken after the check could register a
+//!    timer before the jump. Hence an *epoch* (in `TimeDriver`): a `block_on` thread bumps it
+//!    before it parks or leaves, a blocking-pool thread before it counts itself idle, and
+//!    every timer registration bumps it under the timer lock. The waiter reads it before the
+//!    check and jumps only if it is unchanged at the jump, compared under the timer lock. Then
+//!    every participant seen idle had made its hand-offs before the check began (they are
+//!    seen), and the deadline jumped to was registered before it. Workers need no epoch: the
+//!    check reads their count first, and a worker hands work on before it counts itself asleep.
+//!    Nor does the waiter block in the poller if the epoch moved since its check (compared
+//!    under the timer lock as it registers as parked, [`TimeDriver::begin_wait`]): a timer
+//!    registered in between found nobody parked to wake, so the waiter looks again instead.
 //! 7. A participant that becomes idle while the waiter is blocked (a worker parking on its
-//!    condvar, a `block_on` thread parking, a blocking job finishing) wakes the poller so the
-//!    waiter re-evaluates rule 6. Wakes from foreign threads are not waited for.
+//!    condvar, a `block_on` thread parking or leaving `block_on`, a blocking job finishing)
+//!    wakes the poller after its epoch bump, so the waiter re-evaluates rule 6 (also after a
+//!    jump refused for a moved epoch). Wakes from foreign threads are not waited for.
+//!
+//! The loom models in `scheduler::loom_driver` check these rules.
 
 use std::task::Waker;
 use std::time::Duration;
@@ -86,6 +103,14 @@ impl Driver {
         self.reactor.notify();
     }
 
+    /// Rule 6: a `block_on` thread or a blocking-pool thread is about to go idle (or leave),
+    /// its hand-offs done; with virtual time a jump being decided must look again.
+    pub(crate) fn before_idle(&self) {
+        if self.time.is_virtual() {
+            self.time.bump_epoch();
+        }
+    }
+
     /// Rule 7: a participant became idle; with virtual time the waiter re-evaluates.
     pub(crate) fn wake_if_virtual(&self) {
         if self.time.is_virtual() {
@@ -114,14 +139,19 @@ impl Driver {
         interrupted: impl Fn() -> bool,
     ) -> Turn {
         let blocking = timeout != Some(Duration::ZERO);
+        let mut checked_at = None;
         if self.time.is_virtual() && blocking {
             // Rule 6: never sleep through a moment in which time could move.
-            let turn = self.run_once(waiter, Some(Duration::ZERO));
+            let turn = self.run_once(waiter, Some(Duration::ZERO), None);
             if turn.woken > 0 {
                 return turn;
             }
+            // Rule 6: the epoch read before the idle check must still hold at the jump, and
+            // at the wait (which otherwise returns at once: the check is stale).
+            let epoch = self.time.epoch();
+            checked_at = Some(epoch);
             if runtime_idle() {
-                self.time.jump_to_next_deadline(&mut waiter.woken);
+                self.time.jump_to_next_deadline(epoch, &mut waiter.woken);
                 let woken = self.wake_all(waiter);
                 if woken > 0 {
                     return Turn { woken };
@@ -131,11 +161,17 @@ impl Driver {
                 return Turn::default();
             }
         }
-        self.run_once(waiter, timeout)
+        self.run_once(waiter, timeout, checked_at)
     }
 
-    fn run_once(&self, waiter: &mut Waiter, timeout: Option<Duration>) -> Turn {
-        let timeout = self.time.begin_wait(timeout);
+    /// One wait and what it woke; `checked_at`: the epoch of the idle check before it (rule 6).
+    fn run_once(
+        &self,
+        waiter: &mut Waiter,
+        timeout: Option<Duration>,
+        checked_at: Option<u64>,
+    ) -> Turn {
+        let timeout = self.time.begin_wait(timeout, checked_at);
         let result = self.reactor.wait(&mut waiter.events, timeout);
         self.time.end_wait();
         if let Err(e) = result {

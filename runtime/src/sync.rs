@@ -287,41 +287,75 @@ mod imp {
     }
 
     /// loom's mutex with the `parking_lot` API (no poisoning).
+    ///
+    /// `try_lock` does not use loom's own: that one can report a deadlock that is not there
+    /// (tokio-rs/loom#376): a thread about to `try_lock` is marked blocked when another thread
+    /// takes the mutex, and stays blocked until it is released, which may be never (the
+    /// driver's waiter keeps its lock while it waits in the poller for that very thread). So
+    /// `try_lock` is decided by a flag of its own, and then takes the mutex, free by then. A
+    /// mutex is therefore taken either only with `try_lock` or only with `lock` (the driver's
+    /// waiter lock is the one user of `try_lock`), and a `try_lock` guard is not used with a
+    /// `Condvar`.
     #[derive(Debug)]
-    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+    pub(crate) struct Mutex<T> {
+        inner: loom::sync::Mutex<T>,
+        try_held: loom::sync::atomic::AtomicBool,
+    }
 
     /// Guard of [`Mutex`]; the `Option` lets [`Condvar::wait`] move the inner guard out and back.
     #[derive(Debug)]
-    pub(crate) struct MutexGuard<'a, T>(Option<loom::sync::MutexGuard<'a, T>>);
+    pub(crate) struct MutexGuard<'a, T> {
+        guard: Option<loom::sync::MutexGuard<'a, T>>,
+        /// The `try_lock` flag, for a guard from `try_lock`: cleared after the mutex is released.
+        try_held: Option<&'a loom::sync::atomic::AtomicBool>,
+    }
 
     impl<T> Mutex<T> {
         pub(crate) fn new(data: T) -> Mutex<T> {
-            Mutex(loom::sync::Mutex::new(data))
+            Mutex {
+                inner: loom::sync::Mutex::new(data),
+                try_held: loom::sync::atomic::AtomicBool::new(false),
+            }
         }
 
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-            MutexGuard(Some(self.0.lock().unwrap()))
+            MutexGuard { guard: Some(self.inner.lock().unwrap()), try_held: None }
         }
 
         pub(crate) fn into_inner(self) -> T {
-            self.0.into_inner().unwrap()
+            self.inner.into_inner().unwrap()
         }
 
         pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            self.0.try_lock().ok().map(|g| MutexGuard(Some(g)))
+            use loom::sync::atomic::Ordering::SeqCst;
+            if self.try_held.compare_exchange(false, true, SeqCst, SeqCst).is_err() {
+                return None;
+            }
+            // The previous holder released the mutex before it cleared the flag: never blocks.
+            let guard = self.inner.lock().unwrap();
+            Some(MutexGuard { guard: Some(guard), try_held: Some(&self.try_held) })
+        }
+    }
+
+    impl<T> Drop for MutexGuard<'_, T> {
+        fn drop(&mut self) {
+            drop(self.guard.take());
+            if let Some(flag) = self.try_held {
+                flag.store(false, loom::sync::atomic::Ordering::SeqCst);
+            }
         }
     }
 
     impl<T> std::ops::Deref for MutexGuard<'_, T> {
         type Target = T;
         fn deref(&self) -> &T {
-            self.0.as_ref().expect("guard present outside Condvar::wait")
+            self.guard.as_ref().expect("guard present outside Condvar::wait")
         }
     }
 
     impl<T> std::ops::DerefMut for MutexGuard<'_, T> {
         fn deref_mut(&mut self) -> &mut T {
-            self.0.as_mut().expect("guard present outside Condvar::wait")
+            self.guard.as_mut().expect("guard present outside Condvar::wait")
         }
     }
 
@@ -346,8 +380,8 @@ mod imp {
         }
 
         pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
-            let inner = guard.0.take().expect("guard present");
-            guard.0 = Some(self.0.wait(inner).unwrap());
+            let inner = guard.guard.take().expect("guard present");
+            guard.guard = Some(self.0.wait(inner).unwrap());
         }
 
         pub(crate) fn wait_for<T>(

@@ -75,29 +75,33 @@ on_virtual_workers!(
     /// Tasks sleeping random durations wake in deadline order, each exactly at its deadline.
     tasks_wake_in_deadline_order, |rt| {
     let order = Arc::new(Mutex::new(Vec::new()));
-    let start = rt.block_on(async { Instant::now() });
-    let mut seed = 0x1234_5678_9abc_def0u64;
-    let mut deadlines = Vec::new();
-    let hs: Vec<_> = (0..1_000)
-        .map(|i| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let deadline = start + Duration::from_micros(seed % 10_000_000_000);
-            deadlines.push(deadline);
-            let order = order.clone();
-            rt.spawn(async move {
-                sleep_until(deadline).await.unwrap();
-                let now = Instant::now();
-                assert!(now >= deadline, "woke before its deadline");
-                order.lock().unwrap().push((now, i));
+    // Spawned inside `block_on`, whose thread counts as a worker: the clock cannot move before
+    // every task has registered its sleep. (Spawns from a foreign thread are not waited for:
+    // the clock could pass a deadline before its task even starts.)
+    let deadlines = rt.block_on(async {
+        let start = Instant::now();
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut deadlines = Vec::new();
+        let hs: Vec<_> = (0..1_000)
+            .map(|i| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let deadline = start + Duration::from_micros(seed % 10_000_000_000);
+                deadlines.push(deadline);
+                let order = order.clone();
+                spawn(async move {
+                    sleep_until(deadline).await.unwrap();
+                    let now = Instant::now();
+                    assert!(now >= deadline, "woke before its deadline");
+                    order.lock().unwrap().push((now, i));
+                })
             })
-        })
-        .collect();
-    rt.block_on(async {
+            .collect();
         for h in hs {
             h.await.unwrap();
         }
+        deadlines
     });
     let order = order.lock().unwrap();
     for pair in order.windows(2) {
@@ -168,14 +172,17 @@ fn sleep_is_send_sync_unpin() {
 #[test]
 fn sleep_is_a_cancel_point() {
     let rt = virtual_runtime(2);
-    let h = rt.spawn(async { sleep(Duration::from_secs(3600)).await });
-    let h2 = rt.spawn(async { spawn(async {}).await });
-    rt.block_on(h2).unwrap().unwrap();
-    h.cancel();
-    match rt.block_on(h) {
-        Ok(r) => assert!(r.is_err(), "a cancelled sleep returns Err(Cancelled)"),
-        Err(e) => assert!(e.is_cancelled()),
-    }
+    rt.block_on(async {
+        let h = spawn(async { sleep(Duration::from_secs(3600)).await });
+        // Once the runtime is idle, `h` sleeps and the clock jumps to this earlier deadline
+        // (outside `block_on` the clock could jump to `h`'s own deadline before the cancel).
+        sleep(Duration::from_secs(1)).await.unwrap();
+        h.cancel();
+        match h.await {
+            Ok(r) => assert!(r.is_err(), "a cancelled sleep returns Err(Cancelled)"),
+            Err(e) => assert!(e.is_cancelled()),
+        }
+    });
     assert_eq!(rt.handle().metrics().timers, 0);
 }
 
@@ -205,17 +212,20 @@ fn hundred_thousand_timers_fire_in_deadline_order() {
                 })
                 .collect();
             let log = log.clone();
-            rt.spawn(async move {
+            async move {
                 let mut sleeps = sleeps;
                 while let Some(deadline) = sleeps.next().await {
                     let now = Instant::now();
                     assert_eq!(now, deadline, "fired at a different instant than its deadline");
                     log.lock().unwrap().push(now);
                 }
-            })
+            }
         })
         .collect();
+    // Spawned inside `block_on`, whose thread counts as a worker: the clock cannot move before
+    // every task has started (spawns from a foreign thread are not waited for).
     rt.block_on(async {
+        let tasks: Vec<_> = tasks.into_iter().map(spawn).collect();
         for t in tasks {
             t.await.unwrap();
         }

@@ -156,6 +156,15 @@ impl Reactor {
     }
 }
 
+impl Registered {
+    /// The poller key of this registration, for loom models that inject its events.
+    #[cfg(loom)]
+    #[allow(dead_code)]
+    pub(crate) fn key(&self) -> usize {
+        self.key
+    }
+}
+
 fn flags_of(event: PollEvent) -> usize {
     let mut flags = 0;
     if event.readable {

@@ -176,6 +176,7 @@ fn block_on_thread<F: Future>(handle: &Handle, future: F) -> F::Output {
             return out;
         }
         // Idle now (virtual time counts this thread as a worker: driver.rs rules 6 and 7).
+        driver.before_idle();
         parker.park(|| driver.wake_if_virtual());
     }
 }

@@ -92,9 +92,9 @@ fn runtime(workers: usize) -> Runtime {
     Runtime::builder().worker_threads(workers).build().expect("loom threads start")
 }
 
-/// A loom-visible one-shot event: a flag and a waker slot.
+/// A loom-visible one-shot event: a flag and a waker slot (also used by `loom_driver`).
 #[derive(Clone)]
-struct Event(Arc<EventInner>);
+pub(super) struct Event(Arc<EventInner>);
 
 struct EventInner {
     set: AtomicBool,
@@ -102,12 +102,12 @@ struct EventInner {
 }
 
 impl Event {
-    fn new() -> Event {
+    pub(super) fn new() -> Event {
         Event(Arc::new(EventInner { set: AtomicBool::new(false), waker: Mutex::new(None) }))
     }
 
     /// Sets the event and wakes its waiter (from any thread, outside the lock).
-    fn set(&self) {
+    pub(super) fn set(&self) {
         self.0.set.store(true, SeqCst);
         let waker = self.0.waker.lock().take();
         if let Some(waker) = waker {
@@ -116,12 +116,12 @@ impl Event {
     }
 
     /// Waits until the event is set.
-    fn wait(&self) -> EventWait {
+    pub(super) fn wait(&self) -> EventWait {
         EventWait(self.clone())
     }
 }
 
-struct EventWait(Event);
+pub(super) struct EventWait(Event);
 
 impl Future for EventWait {
     type Output = ();

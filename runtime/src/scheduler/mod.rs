@@ -17,6 +17,8 @@ mod shutdown;
 mod worker;
 
 #[cfg(all(test, loom))]
+mod loom_driver;
+#[cfg(all(test, loom))]
 mod loom_models;
 
 pub(crate) use park::Parker;
@@ -318,15 +320,22 @@ impl Shared {
         self.block_on_threads.lock().push(parker.clone());
     }
 
+    /// Unregisters the parker of a thread leaving `block_on`: with virtual time that thread may
+    /// have been the last busy participant (`driver.rs` rules 6 and 7).
     pub(crate) fn exit_block_on(&self, parker: &Arc<Parker>) {
-        let mut threads = self.block_on_threads.lock();
-        if let Some(i) = threads.iter().position(|p| Arc::ptr_eq(p, parker)) {
-            threads.swap_remove(i);
+        self.driver.before_idle();
+        {
+            let mut threads = self.block_on_threads.lock();
+            if let Some(i) = threads.iter().position(|p| Arc::ptr_eq(p, parker)) {
+                threads.swap_remove(i);
+            }
         }
+        self.driver.wake_if_virtual();
     }
 
     /// Rule 6 of `driver.rs`: the whole runtime is idle, so virtual time may jump. Called by
-    /// the driver's waiter, itself already registered asleep.
+    /// the driver's waiter, itself already registered asleep. The worker count must be read
+    /// first: workers bump no epoch (rule 6).
     fn is_idle_for_virtual_time(&self) -> bool {
         self.idle.num_unparked() == 0
             && self.injector.is_empty()

@@ -7,7 +7,7 @@
 //! rule 3).
 //!
 //! **Virtual time.** With `virtual_time(true)` the clock is a counter that only moves when the
-//! driver decides the whole runtime is idle (`driver.rs`, rule 5): it then jumps exactly to the
+//! driver decides the whole runtime is idle (`driver.rs`, rule 6): it then jumps exactly to the
 //! earliest pending deadline. Instants are nanoseconds since the process origin; a virtual
 //! clock starts at the real time at which its runtime was built.
 
@@ -25,6 +25,10 @@ pub(crate) struct TimeDriver {
     /// A lower bound of the next expiration (nanos; `u64::MAX`: none), kept under the timer
     /// lock but readable without it, so busy workers can skip the timers when nothing is due.
     next_due: AtomicU64,
+    /// Virtual time: bumped when a timer is registered and before a `block_on` or blocking-pool
+    /// thread goes idle; a jump happens only if it did not change since the idle check began
+    /// (`driver.rs`, rule 6).
+    epoch: AtomicU64,
 }
 
 enum Clock {
@@ -61,7 +65,18 @@ impl TimeDriver {
                 parked: false,
             }),
             next_due: AtomicU64::new(u64::MAX),
+            epoch: AtomicU64::new(0),
         }
+    }
+
+    /// Rule 6 of `driver.rs`: read by the waiter before its idle check.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(SeqCst)
+    }
+
+    /// Rule 6 of `driver.rs`: a participant checked after others is about to go idle.
+    pub(crate) fn bump_epoch(&self) {
+        self.epoch.fetch_add(1, SeqCst);
     }
 
     /// Whether a timer may be due now (cheap; may say yes spuriously, never no wrongly).
@@ -85,6 +100,10 @@ impl TimeDriver {
         let deadline = deadline.as_nanos();
         let mut timers = self.timers.lock();
         let key = timers.wheel.insert(deadline, waker);
+        if self.is_virtual() {
+            // Rule 6 of `driver.rs`: a jump decided before this timer existed must not fire it.
+            self.bump_epoch();
+        }
         if deadline < self.next_due.load(Relaxed) {
             self.next_due.store(deadline, Release);
         }
@@ -117,10 +136,19 @@ impl TimeDriver {
 
     /// The poller's waiter is about to wait: records that (so new earlier timers wake it) and
     /// returns how long it may sleep: until the next timer (real time), or without limit
-    /// (virtual time: the clock does not move while anyone waits).
-    pub(crate) fn begin_wait(&self, max: Option<Duration>) -> Option<Duration> {
+    /// (virtual time: the clock does not move while anyone waits). With `checked_at`, the epoch
+    /// at the waiter's idle check (`driver.rs`, rule 6), not at all if it moved since: a timer
+    /// registered in between, which found nobody parked to wake, is not slept through.
+    pub(crate) fn begin_wait(
+        &self,
+        max: Option<Duration>,
+        checked_at: Option<u64>,
+    ) -> Option<Duration> {
         let mut timers = self.timers.lock();
         timers.parked = true;
+        if checked_at.is_some_and(|epoch| epoch != self.epoch()) {
+            return Some(Duration::ZERO);
+        }
         let next = match self.clock {
             Clock::Real => timers.wheel.next_expiration_nanos(),
             Clock::Virtual(_) => None,
@@ -141,11 +169,15 @@ impl TimeDriver {
         timers.parked_until = None;
     }
 
-    /// Virtual time, with the whole runtime idle: moves the clock to the earliest pending
-    /// deadline and fires what is due there. False if no timer is pending.
-    pub(crate) fn jump_to_next_deadline(&self, woken: &mut Vec<Waker>) -> bool {
+    /// Virtual time, with the whole runtime idle since the epoch was `epoch`: moves the clock
+    /// to the earliest pending deadline and fires what is due there. False if no timer is
+    /// pending, or if the epoch moved (`driver.rs`, rule 6: the caller looks again).
+    pub(crate) fn jump_to_next_deadline(&self, epoch: u64, woken: &mut Vec<Waker>) -> bool {
         let Clock::Virtual(clock) = &self.clock else { return false };
         let mut timers = self.timers.lock();
+        if self.epoch() != epoch {
+            return false;
+        }
         let Some(next) = timers.wheel.next_deadline() else { return false };
         if next == u64::MAX {
             return false; // only "never" deadlines are left: time has nowhere to go
