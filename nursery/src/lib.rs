@@ -13,9 +13,10 @@
 #![forbid(unsafe_code)]
 
 pub use trellis_runtime::{
-    checkpoint, is_cancelled, run, spawn, spawn_blocking, yield_now, Builder, CancelSource,
-    Cancelled, Checkpoint, EnterGuard, Handle, JoinError, JoinHandle, Runtime, RuntimeMetrics,
-    TaskId, YieldNow,
+    checkpoint, current_effective_deadline, fail_after, fail_at, is_cancelled, move_on_after,
+    move_on_at, run, shield, spawn, spawn_blocking, yield_now, Builder, CancelScope, CancelSource,
+    Cancelled, Checkpoint, EnterGuard, FailAfter, Handle, JoinError, JoinHandle, Run, Runtime,
+    RuntimeMetrics, Shield, TaskId, TimedOut, YieldNow,
 };
 pub use trellis_runtime::{io, net, time};
 

@@ -39,6 +39,10 @@ mod task;
 pub mod time;
 mod tuning;
 
+pub use cancel::scope::{
+    current_effective_deadline, fail_after, fail_at, move_on_after, move_on_at, shield,
+    CancelScope, FailAfter, Run, Shield, TimedOut,
+};
 pub use cancel::{
     checkpoint, is_cancelled, yield_now, CancelSource, Cancelled, Checkpoint, YieldNow,
 };
@@ -116,6 +120,7 @@ fn assert_auto_traits() {
     send_sync::<Handle>();
     send_sync::<JoinError>();
     send_sync::<Cancelled>();
+    send_sync::<CancelScope>();
     send_unpin::<JoinHandle<u32>>();
     send_sync::<Runtime>();
 }

@@ -438,6 +438,23 @@ mod imp {
 
 pub(crate) use imp::*;
 
+/// The lock of the cancellation status tree (`cancel::node`): one per process, so a cancel
+/// never races a link or a close half-way. Under loom a lazy static, reset per execution.
+#[cfg(not(loom))]
+pub(crate) fn tree_lock() -> MutexGuard<'static, ()> {
+    static TREE: Mutex<()> = Mutex::new(());
+    TREE.lock()
+}
+
+/// See the non-loom version.
+#[cfg(loom)]
+pub(crate) fn tree_lock() -> MutexGuard<'static, ()> {
+    loom::lazy_static! {
+        static ref TREE: Mutex<()> = Mutex::new(());
+    }
+    TREE.lock()
+}
+
 /// A `Waker` that calls `W::wake`. The reference count is a plain `std::sync::Arc` in every
 /// build: it only keeps `W` alive and synchronises nothing that a loom model needs to see (the
 /// synchronisation happens inside `W`, built from this module's primitives).

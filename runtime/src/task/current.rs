@@ -1,52 +1,83 @@
 //! The current-task frame: which task the calling thread is polling right now.
 //!
-//! The harness sets it around every poll; cancel points read the task's root cancel bit
-//! through it with one relaxed load (DESIGN.md 3.3). Outside a task poll (in `block_on`, on a
-//! foreign thread) there is no frame and nothing is cancelled.
+//! The harness sets it around every poll, and every cancel scope (and nursery) sets its own
+//! status node around its inner poll (DESIGN.md 3.4: status follows the poll). A cancel point
+//! reads the current node's word with one relaxed load (3.3); a task whose root node was never
+//! needed (no scope entered, no `Cancelled` delivered) has none, and its root cancel bit in
+//! the state word stands for it. Outside a task poll and outside any scope (in `block_on`, on a
+//! foreign thread) nothing is cancelled.
+//!
+//! The frame also holds the waker of whoever set it (the task's, or the waker a scope was
+//! polled with), so a leaf can tell whether cancelling its node would reach it (3.5).
 //!
 //! The frame also carries the *re-poll request* of `yield_now`: a task that yields through its
 //! own waker does not need to wake itself (an atomic read-modify-write on its state word); it
 //! records the request here, and the harness requeues it when the poll returns `Pending`.
 
 use std::cell::Cell;
-use std::ptr::NonNull;
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
 use std::task::Waker;
 
 use super::raw::Header;
 use super::waker::is_task_waker_for;
-use crate::sync::thread_local_const;
+use crate::cancel::node::Node;
+use crate::sync::{thread_local_const, Arc};
 
 struct Frame {
     task: Cell<Option<NonNull<Header>>>,
     repoll: Cell<bool>,
+    /// The current status node (null: none), borrowed from whoever set it.
+    node: Cell<*const Arc<Node>>,
+    /// The waker that re-polls whoever set the frame (null: none).
+    waker: Cell<*const Waker>,
 }
 
 thread_local_const! {
-    static FRAME: Frame = Frame { task: Cell::new(None), repoll: Cell::new(false) };
+    static FRAME: Frame = Frame {
+        task: Cell::new(None),
+        repoll: Cell::new(false),
+        node: Cell::new(ptr::null()),
+        waker: Cell::new(ptr::null()),
+    };
 }
 
 /// Marks the calling thread as polling a task (or, with `None`, as polling no task) until
 /// dropped, also on unwind.
-pub(crate) struct CurrentTaskGuard {
+pub(crate) struct CurrentTaskGuard<'a> {
     prev: Option<NonNull<Header>>,
     prev_repoll: bool,
+    prev_node: *const Arc<Node>,
+    prev_waker: *const Waker,
+    _borrows: PhantomData<&'a Waker>,
 }
 
-impl CurrentTaskGuard {
-    /// The caller holds `RUNNING` and a reference to the task for the guard's whole life.
-    pub(crate) fn enter(header: &Header) -> CurrentTaskGuard {
-        Self::set(Some(NonNull::from(header)))
+impl<'a> CurrentTaskGuard<'a> {
+    /// The caller holds `RUNNING` and a reference to the task for the guard's whole life;
+    /// `waker` is the task's own waker, for this poll.
+    pub(crate) fn enter(header: &'a Header, waker: &'a Waker) -> CurrentTaskGuard<'a> {
+        let node = header.root_node().map_or(ptr::null(), |n| n as *const Arc<Node>);
+        Self::set(Some(NonNull::from(header)), node, waker)
     }
 
     /// No task is being polled until the guard drops (`block_on` inside a blocking job).
-    pub(crate) fn enter_none() -> CurrentTaskGuard {
-        Self::set(None)
+    pub(crate) fn enter_none() -> CurrentTaskGuard<'static> {
+        FRAME.with(|f| CurrentTaskGuard {
+            prev: f.task.replace(None),
+            prev_repoll: f.repoll.replace(false),
+            prev_node: f.node.replace(ptr::null()),
+            prev_waker: f.waker.replace(ptr::null()),
+            _borrows: PhantomData,
+        })
     }
 
-    fn set(task: Option<NonNull<Header>>) -> CurrentTaskGuard {
+    fn set(task: Option<NonNull<Header>>, node: *const Arc<Node>, waker: &'a Waker) -> Self {
         FRAME.with(|f| CurrentTaskGuard {
             prev: f.task.replace(task),
             prev_repoll: f.repoll.replace(false),
+            prev_node: f.node.replace(node),
+            prev_waker: f.waker.replace(waker),
+            _borrows: PhantomData,
         })
     }
 
@@ -56,11 +87,40 @@ impl CurrentTaskGuard {
     }
 }
 
-impl Drop for CurrentTaskGuard {
+impl Drop for CurrentTaskGuard<'_> {
     fn drop(&mut self) {
         FRAME.with(|f| {
             f.task.set(self.prev);
             f.repoll.set(self.prev_repoll);
+            f.node.set(self.prev_node);
+            f.waker.set(self.prev_waker);
+        });
+    }
+}
+
+/// Makes `node` the current status node, and `waker` the frame's waker, until dropped (also on
+/// unwind): a scope or nursery around its inner poll (3.4).
+pub(crate) struct NodeGuard<'a> {
+    prev_node: *const Arc<Node>,
+    prev_waker: *const Waker,
+    _borrows: PhantomData<(&'a Arc<Node>, &'a Waker)>,
+}
+
+impl<'a> NodeGuard<'a> {
+    pub(crate) fn enter(node: &'a Arc<Node>, waker: &'a Waker) -> NodeGuard<'a> {
+        FRAME.with(|f| NodeGuard {
+            prev_node: f.node.replace(node),
+            prev_waker: f.waker.replace(waker),
+            _borrows: PhantomData,
+        })
+    }
+}
+
+impl Drop for NodeGuard<'_> {
+    fn drop(&mut self) {
+        FRAME.with(|f| {
+            f.node.set(self.prev_node);
+            f.waker.set(self.prev_waker);
         });
     }
 }
@@ -76,9 +136,79 @@ fn with_current<R>(f: impl FnOnce(&Header) -> R) -> Option<R> {
     })
 }
 
+/// Calls `f` with the current status node, if any (without creating a task's root).
+fn with_node<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
+    FRAME.with(|frame| {
+        let node = frame.node.get();
+        // SAFETY: a non-null node pointer is only present between a guard's `enter` and its
+        // drop, and the guard borrows the `Arc<Node>` for that whole time (or, for a task root,
+        // the header that owns it, live while the task is polled), so it points to a live Arc.
+        f(unsafe { node.as_ref() })
+    })
+}
+
+/// The cancel-point check (3.3): whether the calling thread's current status is effectively
+/// cancelled. One thread-local read and one relaxed load.
+#[inline]
+pub(crate) fn is_cancelled() -> bool {
+    FRAME.with(|frame| {
+        let node = frame.node.get();
+        if !node.is_null() {
+            // SAFETY: as in `with_node`.
+            return unsafe { &*node }.is_effective();
+        }
+        match frame.task.get() {
+            // SAFETY: as in `with_current`.
+            Some(task) => unsafe { task.as_ref() }.state.is_cancelled_relaxed(),
+            None => false,
+        }
+    })
+}
+
+/// The current status node, creating the polled task's root node if it has none yet (the
+/// first scope entered in a task, the first `Cancelled` delivered in it). `None` outside tasks
+/// and scopes.
+pub(crate) fn current_node() -> Option<Arc<Node>> {
+    if let Some(node) = with_node(|n| n.cloned()) {
+        return Some(node);
+    }
+    let created = with_current(|header| {
+        let waker = FRAME.with(|f| f.waker.get());
+        // SAFETY: the frame's waker is set together with its task and borrowed by its guard.
+        let waker = unsafe { waker.as_ref() };
+        header.materialize_root(waker) as *const Arc<Node>
+    })?;
+    FRAME.with(|f| f.node.set(created));
+    // SAFETY: the root lives in the header of the task being polled (see `with_node`).
+    Some(unsafe { &*created }.clone())
+}
+
+/// The address of the current node, to tell whether a scope moved (3.4); 0 for none. Does not
+/// create a task root: a task with none has no scope linked below it either.
+pub(crate) fn current_node_addr() -> usize {
+    with_node(|n| n.map_or(0, |n| &**n as *const Node as usize))
+}
+
+/// Whether waking `waker` reaches whoever set the frame (true without a frame): if not, a leaf
+/// registers its own waker with its node (3.5).
+pub(crate) fn frame_waker_is(waker: &Waker) -> bool {
+    FRAME.with(|f| {
+        let frame_waker = f.waker.get();
+        // SAFETY: borrowed by the guard that set it (see `CurrentTaskGuard`, `NodeGuard`).
+        unsafe { frame_waker.as_ref() }.is_none_or(|w| w.will_wake(waker))
+    })
+}
+
+/// Whether the task being polled asked to be polled again during this poll (a dropper's
+/// self-wake test, 3.10): a `yield_now`, or a wake while it runs.
+pub(crate) fn woken_during_poll() -> bool {
+    FRAME.with(|f| f.repoll.get())
+        || with_current(|h| h.state.load().is_notified()).unwrap_or(false)
+}
+
 /// Whether the task being polled on this thread has its root cancelled.
 pub(crate) fn current_task_is_cancelled() -> bool {
-    with_current(|h| h.state.is_cancelled_relaxed()).unwrap_or(false)
+    is_cancelled()
 }
 
 /// Asks for the current task to be polled again after this poll, if `waker` is that task's own

@@ -15,6 +15,7 @@ use super::raw::{Cell, Header, RawTask, Stage};
 use super::state::{State, TransitionToIdle, TransitionToRunning};
 use super::{current, waker, JoinError, Notified, Output, Released, Schedule, Task};
 use crate::budget;
+use crate::cancel::node::Node;
 use crate::tuning::MAX_SELF_WAKES_WHILE_CANCELLED;
 
 pub(super) struct Harness<F: Future, S> {
@@ -66,11 +67,17 @@ impl<F: Future, S: Schedule> Harness<F, S> {
         }
     }
 
-    fn poll_running(self, cancelled_at_start: bool) -> bool {
+    fn poll_running(self, cancel_bit_at_start: bool) -> bool {
+        // Rule 4 / DESIGN.md 3.10: with a root status node, the dropper needs the cancellation
+        // settled (its leaves woken) before this poll began; without one, the bit suffices.
+        let cancelled_at_start = match self.header().root_node() {
+            Some(root) => Node::word_is_settled_cancel(root.settled_word()),
+            None => cancel_bit_at_start,
+        };
         let (polled, repoll) = {
             let waker = waker::waker_ref(self.header());
             let mut cx = Context::from_waker(&waker);
-            let frame = current::CurrentTaskGuard::enter(self.header());
+            let frame = current::CurrentTaskGuard::enter(self.header(), &waker);
             let _budget = budget::BudgetGuard::for_poll();
             let polled = catch_unwind(AssertUnwindSafe(|| self.poll_future(&mut cx)));
             (polled, frame.take_repoll())
@@ -81,6 +88,12 @@ impl<F: Future, S: Schedule> Harness<F, S> {
                 // The future is finished; drop it (in place: it is pinned) before publishing
                 // its output. If that drop panics, the output is dropped too, also caught.
                 let output = match self.drop_stage() {
+                    Ok(()) if self.close_root(false) => {
+                        // DESIGN.md 3.9: the root caught a cancellation that the output still
+                        // carries (a live `Cancelled`): the task joins as cancelled.
+                        drop_caught(output);
+                        Err(JoinError::cancelled(id))
+                    }
                     Ok(()) => Ok(output),
                     Err(payload) => {
                         drop_caught(output);
@@ -91,7 +104,7 @@ impl<F: Future, S: Schedule> Harness<F, S> {
                 false
             }
             Ok(Poll::Pending) => {
-                if cancelled_at_start && self.root_may_drop(repoll) {
+                if cancelled_at_start && self.root_may_drop(repoll) && self.no_guard_below() {
                     // Rule 4: cancelled, and the future had a full poll to notice.
                     let output = match self.drop_stage() {
                         Ok(()) => Err(JoinError::cancelled(id)),
@@ -121,6 +134,7 @@ impl<F: Future, S: Schedule> Harness<F, S> {
                 if let Err(second) = self.drop_stage() {
                     drop_caught(second);
                 }
+                self.close_root(false);
                 self.complete(Err(JoinError::panic(id, payload)));
                 false
             }
@@ -157,6 +171,18 @@ impl<F: Future, S: Schedule> Harness<F, S> {
                 true
             }
         })
+    }
+
+    /// DESIGN.md 3.10: no guard (a shielded scope, a nursery, a pending `start`) is live in
+    /// the task, so the root may drop its future. Only asked on the slow path.
+    fn no_guard_below(&self) -> bool {
+        self.header().root_node().is_none_or(|root| root.dropper_may_drop())
+    }
+
+    /// Closes the task's root status node, if it has one; whether it caught (DESIGN.md 3.9).
+    /// `dropped`: the root dropped the future. Idempotent.
+    fn close_root(&self, dropped: bool) -> bool {
+        self.header().root_node().is_some_and(|root| Node::close(root, dropped))
     }
 
     /// Drops the future (or output) *in place* (the future is pinned: it must not move before
@@ -200,6 +226,9 @@ impl<F: Future, S: Schedule> Harness<F, S> {
     /// Publishes the output, notifies the joiner and releases the task from its registry.
     /// Consumes the runner's reference.
     fn complete(self, output: Output<F::Output>) {
+        // Every way to finish passes here: the root node (if any) closes, releasing the task
+        // waker it holds as its owner (already closed on the paths that needed its verdict).
+        self.close_root(true);
         self.store_output(output);
         let prev = self.state().transition_to_complete();
         if !prev.is_join_interested() {
@@ -252,6 +281,7 @@ impl<F: Future, S: Schedule> Harness<F, S> {
             Ok(()) => Err(JoinError::cancelled(id)),
             Err(payload) => Err(JoinError::panic(id, payload)),
         };
+        self.close_root(true);
         self.complete(output);
     }
 

@@ -47,7 +47,7 @@ impl<T> JoinHandle<T> {
     /// its future is dropped and the join yields [`JoinError::is_cancelled`]. If it finishes
     /// first, the join yields its output. Idempotent; does nothing once the task is finished.
     pub fn cancel(&self) {
-        super::cancel_raw(self.raw);
+        super::cancel_raw(self.raw, crate::CancelSource::Explicit);
     }
 
     /// Whether the task has finished (its output is ready, or it was cancelled or panicked).

@@ -46,7 +46,10 @@ mod waker;
 #[cfg(all(test, loom))]
 mod loom_models;
 
-pub(crate) use current::{current_task_is_cancelled, wake_for_repoll, CurrentTaskGuard};
+pub(crate) use current::{
+    current_node, current_node_addr, current_task_is_cancelled, frame_waker_is, is_cancelled,
+    wake_for_repoll, woken_during_poll, CurrentTaskGuard, NodeGuard,
+};
 pub use error::JoinError;
 pub use id::TaskId;
 pub use join::JoinHandle;
@@ -150,7 +153,7 @@ impl<S: 'static> Task<S> {
 
     /// Cancels the task's root and makes sure it is polled again (rule 4).
     pub(crate) fn cancel(&self) {
-        cancel_raw(self.raw);
+        cancel_raw(self.raw, crate::CancelSource::Shutdown);
     }
 
     /// Drops this reference together with `other` (of the same task) in one atomic step.
@@ -213,9 +216,19 @@ impl<S: 'static> Notified<S> {
 }
 
 /// Sets the cancel bit and queues the task if it was idle (shared by `JoinHandle::cancel`).
-fn cancel_raw(raw: RawTask) {
+/// Cancels a task's root (DESIGN.md 5): sets the root cancel bit and wakes the task; if the
+/// task has a root status node, cancels it too (which recomputes the task's scopes and wakes
+/// its leaves). The fence pairs with the one in `Header::materialize_root`.
+fn cancel_raw(raw: RawTask, source: crate::CancelSource) {
     if let state::TransitionToNotified::Submit = raw.state().transition_to_cancelled() {
         raw.schedule();
+    }
+    crate::sync::atomic::fence(crate::sync::atomic::Ordering::SeqCst);
+    if let Some(root) = raw.header().root_node() {
+        crate::cancel::node::Node::cancel(
+            root,
+            crate::cancel::node::Cause { source, reason: None },
+        );
     }
 }
 

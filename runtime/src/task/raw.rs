@@ -16,8 +16,12 @@ use super::harness::Harness;
 use super::id::TaskId;
 use super::state::State;
 use super::Schedule;
-use crate::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use crate::sync::UnsafeCell;
+use crate::cancel::node::{Kind, Node};
+use crate::sync::atomic::{
+    fence, AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
+};
+use crate::sync::{Arc, UnsafeCell};
 
 /// The untyped part of every task, at offset 0 of its cell.
 #[repr(C)]
@@ -31,6 +35,13 @@ pub(crate) struct Header {
     /// Polls in a row that ended `Pending` with the task re-woken while it was cancelled; only
     /// touched by the thread holding `RUNNING` (state invariant 2).
     pub(super) self_wakes_while_cancelled: UnsafeCell<u8>,
+    /// Set once `root` holds the task's root status node (see [`Header::root_node`]).
+    root_ready: AtomicBool,
+    /// The task's root status node (DESIGN.md 3.3), created on first need: by the spawner
+    /// before the task is shared (a nursery child), or by the thread holding `RUNNING` (the
+    /// first scope or `Cancelled` in a plain task). Written once, before `root_ready` is set;
+    /// never written again; dropped with the cell.
+    root: UnsafeCell<Option<Arc<Node>>>,
 }
 
 impl Header {
@@ -46,6 +57,49 @@ impl Header {
 
     pub(crate) fn set_owned_location(&self, shard: usize, slot: usize) {
         self.owned_location.store(((shard as u64) << 32) | slot as u64, Relaxed)
+    }
+
+    /// The task's root status node, if it has one yet.
+    pub(crate) fn root_node(&self) -> Option<&Arc<Node>> {
+        if !self.root_ready.load(Acquire) {
+            return None;
+        }
+        self.root.with(|root| {
+            // SAFETY: `root` was written before `root_ready` was set (Release, read above with
+            // Acquire) and is never written again while the header lives, so shared reads of
+            // it are fine for as long as the caller's reference to the header.
+            unsafe { (*root).as_ref() }
+        })
+    }
+
+    /// Installs `node` as the root. Only while the caller has exclusive use of the task: it
+    /// holds `RUNNING`, or the task is not shared yet (task rule 2); and only once.
+    pub(super) fn install_root(&self, node: Arc<Node>) -> &Arc<Node> {
+        debug_assert!(!self.root_ready.load(Relaxed), "a task root is installed only once");
+        self.root.with_mut(|root| {
+            // SAFETY: the caller has exclusive use (see above) and `root_ready` is clear, so no
+            // other thread reads the cell.
+            unsafe { *root = Some(node) }
+        });
+        self.root_ready.store(true, Release);
+        self.root_node().expect("just installed")
+    }
+
+    /// The root status node, created now if the task has none (the caller holds `RUNNING`).
+    /// The root of a task cancelled before it existed is cancelled at once: with the fence in
+    /// `task::cancel_raw`, either the canceller sees the root or this sees its cancel bit.
+    pub(crate) fn materialize_root(&self, owner: Option<&Waker>) -> &Arc<Node> {
+        if let Some(root) = self.root_node() {
+            return root;
+        }
+        let node = Node::new(Kind::TaskRoot);
+        Node::enter(&node, None, owner);
+        let root = self.install_root(node);
+        fence(SeqCst);
+        if self.state.is_cancelled_relaxed() {
+            Node::cancel(root, crate::cancel::task_cancel_cause());
+        }
+        root
     }
 }
 
@@ -122,6 +176,8 @@ impl RawTask {
                 id,
                 owned_location: AtomicU64::new(u64::MAX),
                 self_wakes_while_cancelled: UnsafeCell::new(0),
+                root_ready: AtomicBool::new(false),
+                root: UnsafeCell::new(None),
             },
             scheduler,
             stage: UnsafeCell::new(Stage::Running(future)),

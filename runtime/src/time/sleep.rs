@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::wheel::{EntryStatus, TimerKey};
 use super::Instant;
 use crate::budget;
-use crate::cancel::Cancelled;
+use crate::cancel::{Cancelled, LeafWaiter};
 use crate::context;
 use crate::scheduler::Handle;
 
@@ -30,7 +30,7 @@ pub fn sleep(duration: Duration) -> Sleep {
 
 /// Waits until `deadline` on the runtime's clock (at once if it has passed); see [`sleep`].
 pub fn sleep_until(deadline: Instant) -> Sleep {
-    Sleep { deadline, registration: None }
+    Sleep { deadline, registration: None, leaf: LeafWaiter::default() }
 }
 
 /// The future of [`sleep`] and [`sleep_until`]: `Send + Sync + Unpin`, so it can be stored.
@@ -41,6 +41,9 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 pub struct Sleep {
     deadline: Instant,
     registration: Option<(Handle, TimerKey)>,
+    /// Reaches this sleep when its scope is cancelled while it waits inside a foreign
+    /// multiplexer (DESIGN.md 3.5).
+    leaf: LeafWaiter,
 }
 
 impl Sleep {
@@ -70,7 +73,19 @@ impl Sleep {
         let progress = std::task::ready!(budget::poll_proceed(cx));
         progress.made_progress();
         self.unregister();
+        self.leaf.clear();
         Poll::Ready(Ok(()))
+    }
+
+    /// Returns `Pending`, unless registering the leaf waker finds the sleep cancelled.
+    fn pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Cancelled>> {
+        match self.leaf.before_pending(cx.waker()) {
+            Ok(()) => Poll::Pending,
+            Err(cancelled) => {
+                self.unregister();
+                Poll::Ready(Err(cancelled))
+            }
+        }
     }
 }
 
@@ -90,7 +105,7 @@ impl Future for Sleep {
                 }
                 match time.poll_entry(*key, cx.waker()) {
                     EntryStatus::Fired => this.finish(cx),
-                    EntryStatus::Pending => Poll::Pending,
+                    EntryStatus::Pending => this.pending(cx),
                 }
             }
             None => {
@@ -109,7 +124,7 @@ impl Future for Sleep {
                     handle.shared.driver.wake();
                 }
                 this.registration = Some((handle, registered.key));
-                Poll::Pending
+                this.pending(cx)
             }
         }
     }

@@ -1,0 +1,656 @@
+//! The status tree (DESIGN.md 3.3): one node per cancel scope, task root, nursery and pending
+//! `start`, linked child to parent, and the effective-cancellation bit every cancel point reads.
+//!
+//! # The word
+//!
+//! Each node has one atomic word, read without a lock: `EFFECTIVE` (the node is effectively
+//! cancelled: its own scope was cancelled, or its parent is effectively cancelled and it is not
+//! shielded), `SETTLED` (the change that set `EFFECTIVE` has finished waking what it must wake,
+//! see below) and a generation that changes with every change of `EFFECTIVE`. A cancel point
+//! does one relaxed load of its current node's word (`task::current`).
+//!
+//! # Protocol (the `TREE` lock)
+//!
+//! Every change of the tree's shape (link, relink, close), of a node's own cancel, shield or
+//! deadline, and of the live-`Cancelled` counts happens under one process-wide lock, `TREE`, so
+//! a cancel never races a scope exit or a spawn half-way. Each node's fields sit in its own
+//! mutex, taken only inside `TREE` except for two fields a leaf or a poll may touch alone: the
+//! waiter list (leaves under foreign multiplexers, 3.5) and the owner waker (whoever re-polls
+//! the node). Locks are never held while a waker runs.
+//!
+//! A change of `EFFECTIVE` (from `cancel`, a deadline, `set_shield`, a relink) goes:
+//! 1. under `TREE`: recompute the subtree top-down, iteratively, descending only below nodes
+//!    whose bit changed; for each node that became effective, store a new word (new
+//!    generation, `EFFECTIVE`) and collect its waiters and owner;
+//! 2. after unlocking: wake the collected waiters (leaves inside `FuturesUnordered` and the
+//!    like, so their next poll reports `Cancelled`);
+//! 3. settle: set `SETTLED` on each changed node whose word still has the generation stored in
+//!    step 1 (a compare-exchange, so a later change is never settled by an earlier one);
+//! 4. wake the collected owners (the tasks with a frame in the subtree, the caller's included).
+//!
+//! A dropper (3.10) drops its inner future only if the word it read when its poll began had
+//! both bits: then every node of the subtree was marked and every leaf woken before that poll,
+//! so the inner future had one full poll in which its cancel points could see `Cancelled`.
+//!
+//! # Live `Cancelled` values (3.8)
+//!
+//! A `Cancelled` records the node current when it was delivered, and that node counts it
+//! (`live`). A node that closes without catching forwards: its count moves to its parent and
+//! later clones and drops follow the `forward` link. All of it under `TREE`. A node that caught
+//! keeps no forward link: values left alive are inert.
+
+use std::borrow::Cow;
+use std::task::Waker;
+
+use super::CancelSource;
+use crate::scheduler::Handle;
+use crate::sync::atomic::{
+    AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
+use crate::sync::{arc_waker, Arc, Mutex, MutexGuard};
+use crate::time::wheel::TimerKey;
+use crate::time::Instant;
+
+const EFFECTIVE: u64 = 1;
+const SETTLED: u64 = 2;
+const GENERATION: u64 = 4;
+
+/// What a node stands for; decides whether it is a guard (3.10) and where a task ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A cancel scope (also `shield`, `move_on_*`, `fail_*`): a guard while shielded and open.
+    Scope,
+    /// A task's root: its children in the tree belong to the task, its parent does not.
+    TaskRoot,
+    /// A nursery: always a guard while open.
+    #[allow(dead_code)] // nurseries arrive next (issue 4)
+    Nursery,
+    /// A pending `start`: always a guard while open.
+    #[allow(dead_code)] // nurseries arrive next (issue 4)
+    Start,
+}
+
+/// Why a node was cancelled: the first cause sticks (3.7).
+#[derive(Clone, Debug)]
+pub(crate) struct Cause {
+    pub(crate) source: CancelSource,
+    pub(crate) reason: Option<Cow<'static, str>>,
+}
+
+pub(crate) struct Node {
+    word: AtomicU64,
+    state: Mutex<NodeState>,
+}
+
+struct NodeState {
+    kind: Kind,
+    parent: Option<Arc<Node>>,
+    /// Index in the parent's `children` while linked.
+    slot_in_parent: usize,
+    children: Slots<Arc<Node>>,
+    /// Linked at least once (entered); a scope is entered only once (3.12).
+    entered: bool,
+    closed: bool,
+    caught: bool,
+    cause: Option<Cause>,
+    shielded: bool,
+    /// A relative deadline, turned absolute on entry.
+    timeout: Option<std::time::Duration>,
+    deadline: Option<Instant>,
+    timer: Option<(Handle, TimerKey)>,
+    /// The waker that gets whoever polls this node polled again.
+    owner: Option<Waker>,
+    waiters: Slots<Waker>,
+    live: usize,
+    forward: Option<Arc<Node>>,
+}
+
+/// A small slab: stable indices, O(1) insert and remove.
+struct Slots<T> {
+    entries: Vec<Option<T>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl<T> Slots<T> {
+    const fn new() -> Slots<T> {
+        Slots { entries: Vec::new(), free: Vec::new(), len: 0 }
+    }
+
+    fn insert(&mut self, value: T) -> usize {
+        self.len += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.entries[i] = Some(value);
+                i
+            }
+            None => {
+                self.entries.push(Some(value));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize) -> Option<T> {
+        let value = self.entries.get_mut(i)?.take();
+        if value.is_some() {
+            self.len -= 1;
+            self.free.push(i);
+        }
+        value
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.entries.get_mut(i)?.as_mut()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().flatten()
+    }
+
+    fn take_all(&mut self) -> Vec<T> {
+        self.free.clear();
+        self.len = 0;
+        std::mem::take(&mut self.entries).into_iter().flatten().collect()
+    }
+}
+
+/// The process-wide tree lock (see the module doc).
+fn tree() -> MutexGuard<'static, ()> {
+    crate::sync::tree_lock()
+}
+
+/// Work to do after `TREE` is released: wake leaves, settle, wake owners, drop what must not
+/// be dropped under a lock (wakers, timer registrations).
+#[derive(Default)]
+#[must_use = "wake-ups must be performed after the lock is released"]
+pub(crate) struct Wakeups {
+    leaves: Vec<Waker>,
+    settle: Vec<(Arc<Node>, u64)>,
+    owners: Vec<Waker>,
+    timers: Vec<(Handle, TimerKey)>,
+    drops: Vec<Arc<Node>>,
+}
+
+impl Wakeups {
+    /// Steps 2-4 of the protocol; call with no lock held.
+    pub(crate) fn run(self) {
+        for leaf in self.leaves {
+            leaf.wake();
+        }
+        for (node, word) in &self.settle {
+            let _ = node.word.compare_exchange(*word, word | SETTLED, AcqRel, Relaxed);
+        }
+        for owner in self.owners {
+            owner.wake();
+        }
+        for (handle, key) in self.timers {
+            handle.shared.driver.time.remove(key);
+        }
+        drop(self.drops);
+    }
+}
+
+impl Node {
+    pub(crate) fn new(kind: Kind) -> Arc<Node> {
+        Arc::new(Node {
+            word: AtomicU64::new(0),
+            state: Mutex::new(NodeState {
+                kind,
+                parent: None,
+                slot_in_parent: 0,
+                children: Slots::new(),
+                entered: false,
+                closed: false,
+                caught: false,
+                cause: None,
+                shielded: false,
+                timeout: None,
+                deadline: None,
+                timer: None,
+                owner: None,
+                waiters: Slots::new(),
+                live: 0,
+                forward: None,
+            }),
+        })
+    }
+
+    /// The cancel-point check (3.3): one relaxed load.
+    #[inline]
+    pub(crate) fn is_effective(&self) -> bool {
+        self.word.load(Relaxed) & EFFECTIVE != 0
+    }
+
+    /// The word a dropper reads when its poll begins (see the module doc).
+    #[inline]
+    pub(crate) fn settled_word(&self) -> u64 {
+        self.word.load(Acquire)
+    }
+
+    /// Whether a word read at poll start covers a finished cancellation.
+    #[inline]
+    pub(crate) fn word_is_settled_cancel(word: u64) -> bool {
+        word & (EFFECTIVE | SETTLED) == EFFECTIVE | SETTLED
+    }
+
+    /// Gives a scope not yet entered a relative deadline (3.11).
+    pub(crate) fn set_timeout(&self, timeout: std::time::Duration) {
+        let _tree = tree();
+        let mut s = self.state.lock();
+        s.deadline = None;
+        s.timeout = Some(timeout);
+    }
+
+    // ---- linking ----------------------------------------------------------------------------
+
+    /// Links a node under `parent` the first time it is polled (an entry: a scope's `run`, a
+    /// task root at spawn). Turns a relative deadline absolute, registers the deadline timer,
+    /// and cancels at once if the deadline has passed (3.11).
+    ///
+    /// # Panics
+    /// If the node was entered before (3.12).
+    pub(crate) fn enter(this: &Arc<Node>, parent: Option<&Arc<Node>>, owner: Option<&Waker>) {
+        let mut wakeups = Wakeups::default();
+        {
+            let _tree = tree();
+            let mut s = this.state.lock();
+            assert!(
+                !s.entered,
+                "a CancelScope can be entered only once: create a new scope (or clone the \
+                 future you wanted to run twice) instead of calling `run` again"
+            );
+            s.entered = true;
+            s.owner = owner.cloned();
+            if let Some(timeout) = s.timeout.take() {
+                s.deadline = Some(super::scope::clock_now() + timeout);
+            }
+            drop(s);
+            Node::attach(this, parent);
+            Node::arm_deadline(this, &mut wakeups);
+            Node::recompute(this, &mut wakeups);
+        }
+        wakeups.run();
+    }
+
+    /// Status follows the poll (3.4): the node is being polled under a different parent than
+    /// the one it is linked to.
+    pub(crate) fn relink(this: &Arc<Node>, parent: Option<&Arc<Node>>) {
+        let mut wakeups = Wakeups::default();
+        {
+            let _tree = tree();
+            if this.state.lock().closed {
+                return;
+            }
+            if let Some(old) = this.detach() {
+                wakeups.drops.push(old);
+            }
+            Node::attach(this, parent);
+            Node::recompute(this, &mut wakeups);
+        }
+        wakeups.run();
+    }
+
+    /// Under `TREE`: adds `self` to `parent`'s children.
+    fn attach(this: &Arc<Node>, parent: Option<&Arc<Node>>) {
+        let mut s = this.state.lock();
+        if let Some(parent) = parent {
+            let slot = parent.state.lock().children.insert(this.clone());
+            s.parent = Some(parent.clone());
+            s.slot_in_parent = slot;
+        }
+    }
+
+    /// Under `TREE`: removes `self` from its parent's children; returns the parent.
+    fn detach(&self) -> Option<Arc<Node>> {
+        let mut s = self.state.lock();
+        let parent = s.parent.take()?;
+        let me = parent.state.lock().children.remove(s.slot_in_parent);
+        drop(s);
+        drop(me); // `self` is alive (we hold `&self`), so this is never the last reference
+        Some(parent)
+    }
+
+    /// Records the waker that re-polls this node (3.2: cancel wakes every task with a frame in
+    /// the subtree). Cheap when unchanged.
+    pub(crate) fn set_owner(&self, waker: &Waker) {
+        let mut s = self.state.lock();
+        match &s.owner {
+            Some(w) if w.will_wake(waker) => {}
+            _ => {
+                let old = s.owner.replace(waker.clone());
+                drop(s);
+                drop(old);
+            }
+        }
+    }
+
+    // ---- cancel, shield, deadline -------------------------------------------------------------
+
+    /// Cancels the node's own scope (3.2): idempotent, the first cause sticks. On a closed node
+    /// it only records `cancel_called` (3.12).
+    pub(crate) fn cancel(this: &Arc<Node>, cause: Cause) {
+        let mut wakeups = Wakeups::default();
+        {
+            let _tree = tree();
+            let mut s = this.state.lock();
+            if s.cause.is_some() {
+                return;
+            }
+            s.cause = Some(cause);
+            let closed = s.closed;
+            drop(s);
+            if !closed {
+                Node::recompute(this, &mut wakeups);
+            }
+        }
+        wakeups.run();
+    }
+
+    pub(crate) fn set_shield(this: &Arc<Node>, shielded: bool) {
+        let mut wakeups = Wakeups::default();
+        {
+            let _tree = tree();
+            let mut s = this.state.lock();
+            if s.shielded == shielded {
+                return;
+            }
+            s.shielded = shielded;
+            let live = s.entered && !s.closed;
+            drop(s);
+            if live {
+                Node::recompute(this, &mut wakeups);
+            }
+        }
+        wakeups.run();
+    }
+
+    /// Moves the deadline (3.11): takes effect at once on an entered scope; a deadline that has
+    /// passed cancels. Before entry it replaces a relative deadline too.
+    pub(crate) fn set_deadline(this: &Arc<Node>, deadline: Option<Instant>) {
+        let mut wakeups = Wakeups::default();
+        {
+            let _tree = tree();
+            let mut s = this.state.lock();
+            s.timeout = None;
+            s.deadline = deadline;
+            let live = s.entered && !s.closed;
+            drop(s);
+            if live {
+                Node::arm_deadline(this, &mut wakeups);
+                Node::recompute(this, &mut wakeups);
+            }
+        }
+        wakeups.run();
+    }
+
+    /// Under `TREE`, on an entered node: (re)registers the deadline timer, or records the
+    /// cancel if the deadline has passed. The caller recomputes.
+    fn arm_deadline(this: &Arc<Node>, wakeups: &mut Wakeups) {
+        let mut s = this.state.lock();
+        wakeups.timers.extend(s.timer.take());
+        let Some(deadline) = s.deadline else { return };
+        if s.cause.is_some() {
+            return;
+        }
+        if deadline <= super::scope::clock_now() {
+            s.cause = Some(Cause { source: CancelSource::Deadline, reason: None });
+            return;
+        }
+        if deadline.as_nanos() == u64::MAX {
+            return; // a saturated deadline never fires
+        }
+        drop(s);
+        let timer =
+            super::scope::register_deadline(deadline, arc_waker(DeadlineWake(this.clone())));
+        this.state.lock().timer = timer;
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        let _tree = tree();
+        self.state.lock().deadline
+    }
+
+    pub(crate) fn is_shielded(&self) -> bool {
+        let _tree = tree();
+        self.state.lock().shielded
+    }
+
+    pub(crate) fn cancel_called(&self) -> bool {
+        let _tree = tree();
+        self.state.lock().cause.is_some()
+    }
+
+    pub(crate) fn cancelled_caught(&self) -> bool {
+        let _tree = tree();
+        self.state.lock().caught
+    }
+
+    /// Under `TREE`: step 1 of the protocol for the subtree of `self`.
+    fn recompute(this: &Arc<Node>, wakeups: &mut Wakeups) {
+        let parent_effective = {
+            let s = this.state.lock();
+            s.parent.as_ref().is_some_and(|p| p.is_effective())
+        };
+        let mut stack = vec![(this.clone(), parent_effective, true)];
+        while let Some((node, parent_effective, force_descend)) = stack.pop() {
+            let s = node.state.lock();
+            let effective = s.cause.is_some() || (parent_effective && !s.shielded);
+            let old = node.word.load(Relaxed);
+            let changed = (old & EFFECTIVE != 0) != effective;
+            if changed {
+                let generation = (old & !(EFFECTIVE | SETTLED)) + GENERATION;
+                let new = generation | if effective { EFFECTIVE } else { 0 };
+                node.word.store(new, Release);
+                if effective {
+                    wakeups.leaves.extend(s.waiters.iter().cloned());
+                    wakeups.owners.extend(s.owner.iter().cloned());
+                    wakeups.settle.push((node.clone(), new));
+                }
+            }
+            if changed || force_descend {
+                for child in s.children.iter() {
+                    stack.push((child.clone(), effective, false));
+                }
+            }
+        }
+    }
+
+    // ---- closing ------------------------------------------------------------------------------
+
+    /// Whether this node owns its cancellation (3.7): effectively cancelled, and shielded or
+    /// its parent is not effectively cancelled. Under `TREE`.
+    fn owns(&self, s: &NodeState) -> bool {
+        self.is_effective() && (s.shielded || !s.parent.as_ref().is_some_and(|p| p.is_effective()))
+    }
+
+    /// A dropper's slow-path decision (3.10), after a `Pending` poll that began with a settled
+    /// cancellation: it drops iff it owns the cancellation (a task root: always, it is the
+    /// outermost dropper of its task) and no guard is live below it within the task.
+    pub(crate) fn dropper_may_drop(&self) -> bool {
+        let _tree = tree();
+        let s = self.state.lock();
+        let owns = s.kind == Kind::TaskRoot || self.owns(&s);
+        if !owns {
+            return false;
+        }
+        let mut stack: Vec<Arc<Node>> = s.children.iter().cloned().collect();
+        drop(s);
+        while let Some(node) = stack.pop() {
+            let s = node.state.lock();
+            let guard = match s.kind {
+                Kind::TaskRoot => continue, // another task: not part of this one's subtree
+                Kind::Scope => s.shielded,
+                Kind::Nursery | Kind::Start => true,
+            };
+            if guard {
+                return false;
+            }
+            stack.extend(s.children.iter().cloned());
+        }
+        true
+    }
+
+    /// Closes the node (scope exit, task end, drop). `dropped`: its inner future was dropped
+    /// by its dropper. Returns whether it caught (3.9): it owns the cancellation and it dropped
+    /// the inner future or a `Cancelled` delivered inside it is still alive. A node that does
+    /// not catch forwards its live count to its parent (3.8).
+    pub(crate) fn close(this: &Arc<Node>, dropped: bool) -> bool {
+        let mut wakeups = Wakeups::default();
+        let caught;
+        {
+            let _tree = tree();
+            let mut s = this.state.lock();
+            if s.closed {
+                return s.caught;
+            }
+            caught = this.owns(&s) && (dropped || s.live > 0);
+            s.closed = true;
+            s.caught = caught;
+            wakeups.timers.extend(s.timer.take());
+            if let Some(owner) = s.owner.take() {
+                wakeups.leaves.push(owner); // dropped below, outside the lock (not woken)
+            }
+            let waiters = s.waiters.take_all();
+            let live = std::mem::take(&mut s.live);
+            drop(s);
+            // Leftover waiters are dropped, not woken.
+            let leftover: Vec<Waker> = waiters;
+            let parent = this.detach();
+            if let Some(parent) = &parent {
+                if !caught && live > 0 {
+                    parent.state.lock().live += live;
+                    this.state.lock().forward = Some(parent.clone());
+                }
+            }
+            wakeups.drops.extend(parent);
+            // Children still linked (a scope dropped around a running nursery cannot happen:
+            // nurseries are guards; a task root's in-task nodes close before it) are left to
+            // close themselves; they keep their parent link until then.
+            drop(leftover);
+        }
+        // The owner waker was parked in `leaves` only to be dropped outside the lock.
+        let Wakeups { leaves, settle, owners, timers, drops } = wakeups;
+        drop(leaves);
+        Wakeups { leaves: Vec::new(), settle, owners, timers, drops }.run();
+        caught
+    }
+
+    // ---- leaves under foreign multiplexers (3.5) ----------------------------------------------
+
+    /// Registers a leaf's waker; then the caller re-checks [`Node::is_effective`].
+    pub(crate) fn add_waiter(&self, waker: Waker) -> usize {
+        let mut s = self.state.lock();
+        let slot = s.waiters.insert(waker);
+        drop(s);
+        // Pairs with the store in `recompute`, which happens under this node's lock too.
+        slot
+    }
+
+    /// Replaces a registered leaf waker if it changed.
+    pub(crate) fn update_waiter(&self, slot: usize, waker: &Waker) {
+        let mut s = self.state.lock();
+        if let Some(w) = s.waiters.get_mut(slot) {
+            if !w.will_wake(waker) {
+                let old = std::mem::replace(w, waker.clone());
+                drop(s);
+                drop(old);
+            }
+        }
+    }
+
+    pub(crate) fn remove_waiter(&self, slot: usize) {
+        let old = self.state.lock().waiters.remove(slot);
+        drop(old);
+    }
+
+    // ---- live `Cancelled` values (3.8) --------------------------------------------------------
+
+    /// A `Cancelled` is being delivered at this node: counts it and returns the cause of the
+    /// cancellation it sees (from the nearest cancelled scope up to the nearest shield).
+    pub(crate) fn deliver(this: &Arc<Node>) -> Cause {
+        let _tree = tree();
+        this.state.lock().live += 1;
+        let mut node = this.clone();
+        loop {
+            let s = node.state.lock();
+            if let Some(cause) = &s.cause {
+                return cause.clone();
+            }
+            if s.shielded {
+                break;
+            }
+            let Some(parent) = s.parent.clone() else { break };
+            drop(s);
+            node = parent;
+        }
+        Cause { source: CancelSource::Explicit, reason: None }
+    }
+
+    /// A live `Cancelled` recorded at `self` was cloned (`+1`) or dropped (`-1`).
+    pub(crate) fn adjust_live(this: &Arc<Node>, up: bool) {
+        let _tree = tree();
+        let mut node = this.clone();
+        loop {
+            let mut s = node.state.lock();
+            if let Some(next) = s.forward.clone() {
+                drop(s);
+                node = next;
+                continue;
+            }
+            if up {
+                s.live += 1;
+            } else {
+                s.live = s.live.saturating_sub(1);
+            }
+            return;
+        }
+    }
+
+    /// Live `Cancelled` values counted at this node (nursery classification, 4.4).
+    #[allow(dead_code)] // nurseries arrive next (issue 4)
+    pub(crate) fn live(&self) -> usize {
+        let _tree = tree();
+        self.state.lock().live
+    }
+
+    /// The earliest deadline from this node up to the nearest shield, or a past instant if the
+    /// node is effectively cancelled (3.11).
+    pub(crate) fn effective_deadline(this: &Arc<Node>) -> Option<Instant> {
+        if this.is_effective() {
+            return Some(Instant::from_nanos(0));
+        }
+        let _tree = tree();
+        let mut best: Option<Instant> = None;
+        let mut node = this.clone();
+        loop {
+            let s = node.state.lock();
+            if let Some(d) = s.deadline {
+                best = Some(best.map_or(d, |b| b.min(d)));
+            }
+            if s.shielded {
+                break;
+            }
+            let Some(parent) = s.parent.clone() else { break };
+            drop(s);
+            node = parent;
+        }
+        best
+    }
+}
+
+/// The waker a deadline timer holds: firing cancels the node.
+struct DeadlineWake(Arc<Node>);
+
+// `Wake` is defined on `std::sync::Arc`; see `sync::arc_waker` for why that is fine.
+#[allow(clippy::disallowed_types)]
+impl std::task::Wake for DeadlineWake {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        Node::cancel(&self.0, Cause { source: CancelSource::Deadline, reason: None });
+    }
+}

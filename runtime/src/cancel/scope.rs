@@ -1,0 +1,409 @@
+//! `CancelScope` and the timeouts built on it: `shield`, `move_on_after`/`move_on_at`,
+//! `fail_after`/`fail_at`, `current_effective_deadline` (DESIGN.md 3 and 5).
+//!
+//! A scope is a status node ([`super::node`]) plus the future that runs inside it. On its first
+//! poll the future links the node under the current node (the task's root, or the scope or
+//! nursery being polled around it) and turns a relative deadline absolute; on every poll it
+//! makes its node current around the inner poll, and relinks if it is polled under a different
+//! parent than before (3.4). It is a *dropper* (3.10): when it owns a settled cancellation and
+//! its inner future returns `Pending` after a full poll, with no guard live below it, it drops
+//! the inner future at once, so a timeout ends on time around any future.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+
+use super::node::{Cause, Kind, Node};
+use super::CancelSource;
+use crate::budget;
+use crate::context;
+use crate::scheduler::Handle;
+use crate::sync::Arc;
+use crate::task;
+use crate::time::wheel::TimerKey;
+use crate::time::Instant;
+use crate::tuning::MAX_SELF_WAKES_WHILE_CANCELLED;
+
+/// A region of code that can be cancelled as a unit, explicitly or by a deadline (Trio's
+/// `CancelScope`).
+///
+/// Run a future inside it with [`run`](Self::run); cancelling the scope makes every cancel
+/// point inside it (sleeps, I/O, joins, [`checkpoint`](crate::checkpoint)) return
+/// `Err(Cancelled)`, again and again, until the future finishes. When the cancellation reaches
+/// the scope's exit, the scope *catches* it: `run` returns `None`. A scope whose inner future
+/// is suspended and cancelled does not wait for it: it drops it at its next `Pending` (unless
+/// something inside is shielded, or a nursery is running there), so a timeout always ends on
+/// time.
+///
+/// Handles are cheap clones of one scope: cancel it from anywhere (another task, another
+/// thread). A scope is entered once; a second `run` panics.
+///
+/// ```
+/// use std::time::Duration;
+/// use trellis_runtime::{time::sleep, CancelScope};
+///
+/// trellis_runtime::run(async {
+///     let scope = CancelScope::with_timeout(Duration::from_millis(10));
+///     let out = scope.run(async { sleep(Duration::from_secs(3600)).await }).await;
+///     assert!(out.is_none() && scope.cancelled_caught());
+/// });
+/// ```
+#[derive(Clone)]
+pub struct CancelScope {
+    node: Arc<Node>,
+}
+
+impl Default for CancelScope {
+    fn default() -> CancelScope {
+        CancelScope::new()
+    }
+}
+
+impl CancelScope {
+    /// A scope with no deadline, not shielded.
+    pub fn new() -> CancelScope {
+        CancelScope { node: Node::new(Kind::Scope) }
+    }
+
+    /// A scope cancelled when the runtime's clock reaches `deadline`.
+    pub fn with_deadline(deadline: Instant) -> CancelScope {
+        let scope = CancelScope::new();
+        Node::set_deadline(&scope.node, Some(deadline));
+        scope
+    }
+
+    /// A scope cancelled `timeout` after it is entered (its first poll).
+    pub fn with_timeout(timeout: Duration) -> CancelScope {
+        let scope = CancelScope::new();
+        scope.node.set_timeout(timeout);
+        scope
+    }
+
+    /// Makes the scope shielded: cancellation from outside does not reach inside (its own
+    /// `cancel` and deadline still do). See [`set_shield`](Self::set_shield).
+    pub fn shielded(self) -> CancelScope {
+        Node::set_shield(&self.node, true);
+        self
+    }
+
+    /// Runs `future` inside the scope: `Some(output)`, or `None` if the scope caught a
+    /// cancellation (its inner future was dropped, or it finished carrying the `Cancelled`
+    /// the scope's cancellation raised). The returned future owns a handle to the scope and
+    /// borrows nothing from `self`.
+    ///
+    /// # Panics
+    /// When first polled, if the scope was entered before (a scope is single use), or if the
+    /// scope has a deadline and is polled outside a trellis runtime.
+    pub fn run<F: Future>(&self, future: F) -> Run<F> {
+        Run {
+            inner: Some(future),
+            entry: Entry {
+                scope: self.clone(),
+                parent_addr: 0,
+                entered: false,
+                closed: false,
+                self_wakes: 0,
+            },
+        }
+    }
+
+    /// Cancels the scope: from now on every cancel point inside it fails. Idempotent; callable
+    /// from any thread; not a cancel point. On a scope that already exited it only sets
+    /// [`cancel_called`](Self::cancel_called).
+    pub fn cancel(&self) {
+        Node::cancel(&self.node, Cause { source: CancelSource::Explicit, reason: None });
+    }
+
+    /// [`cancel`](Self::cancel), with a reason that the `Cancelled` errors show.
+    pub fn cancel_with_reason(&self, reason: impl Into<Cow<'static, str>>) {
+        Node::cancel(
+            &self.node,
+            Cause { source: CancelSource::Explicit, reason: Some(reason.into()) },
+        );
+    }
+
+    /// Whether the scope itself was cancelled (explicitly or by its deadline).
+    pub fn cancel_called(&self) -> bool {
+        self.node.cancel_called()
+    }
+
+    /// Whether the scope caught a cancellation at its exit (its `run` returned `None`).
+    pub fn cancelled_caught(&self) -> bool {
+        self.node.cancelled_caught()
+    }
+
+    /// The absolute deadline, if any (`None` for a relative one not yet entered).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.node.deadline()
+    }
+
+    /// Moves the deadline (or removes it); takes effect at once on a running scope. A
+    /// deadline that has passed cancels; moving it later after it fired does not un-cancel.
+    pub fn set_deadline(&self, deadline: Option<Instant>) {
+        Node::set_deadline(&self.node, deadline);
+    }
+
+    /// Turns the shield on or off; turning it off makes a pending outer cancellation visible
+    /// at once (and wakes what it reaches).
+    pub fn set_shield(&self, shielded: bool) {
+        Node::set_shield(&self.node, shielded);
+    }
+
+    /// Whether the scope is shielded.
+    pub fn is_shielded(&self) -> bool {
+        self.node.is_shielded()
+    }
+}
+
+impl fmt::Debug for CancelScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelScope")
+            .field("cancel_called", &self.cancel_called())
+            .field("cancelled_caught", &self.cancelled_caught())
+            .field("deadline", &self.deadline())
+            .field("shielded", &self.is_shielded())
+            .finish()
+    }
+}
+
+pin_project! {
+    /// The future of [`CancelScope::run`] (and of `move_on_*`).
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Run<F> {
+        // Declared first: dropped before `entry` closes the node.
+        #[pin]
+        inner: Option<F>,
+        entry: Entry,
+    }
+}
+
+/// The scope's side of a `Run`: closes the node if the future is dropped before it finished.
+struct Entry {
+    scope: CancelScope,
+    /// Address of the node it is linked under (0: none), to notice a move (3.4).
+    parent_addr: usize,
+    entered: bool,
+    closed: bool,
+    /// `Pending` polls in a row, while cancelled, in which the inner future woke its own task.
+    self_wakes: u8,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if self.entered && !self.closed {
+            Node::close(&self.scope.node, false);
+        }
+    }
+}
+
+fn node_addr(node: &Arc<Node>) -> usize {
+    &**node as *const Node as usize
+}
+
+impl<F: Future> Future for Run<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
+        let this = self.project();
+        let mut inner = this.inner;
+        let entry = this.entry;
+        assert!(!entry.closed, "a `CancelScope::run` future was polled after it completed");
+        let node = &entry.scope.node;
+        if !entry.entered {
+            let parent = task::current_node();
+            entry.parent_addr = parent.as_ref().map_or(0, node_addr);
+            entry.entered = true;
+            Node::enter(node, parent.as_ref(), Some(cx.waker()));
+        } else {
+            if task::current_node_addr() != entry.parent_addr {
+                let parent = task::current_node();
+                entry.parent_addr = parent.as_ref().map_or(0, node_addr);
+                Node::relink(node, parent.as_ref());
+            }
+            node.set_owner(cx.waker());
+        }
+        let start = node.settled_word();
+        let polled = {
+            let _current = task::NodeGuard::enter(node, cx.waker());
+            inner
+                .as_mut()
+                .as_pin_mut()
+                .expect("the inner future is present until completion")
+                .poll(cx)
+        };
+        match polled {
+            Poll::Ready(out) => {
+                entry.closed = true;
+                if Node::close(node, false) {
+                    drop(out);
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(out))
+                }
+            }
+            Poll::Pending => {
+                if !Node::word_is_settled_cancel(start) || budget::pending_was_forced() {
+                    return Poll::Pending;
+                }
+                if task::woken_during_poll() && entry.self_wakes < MAX_SELF_WAKES_WHILE_CANCELLED {
+                    entry.self_wakes += 1;
+                    return Poll::Pending;
+                }
+                if !node.dropper_may_drop() {
+                    return Poll::Pending;
+                }
+                inner.set(None);
+                entry.closed = true;
+                Node::close(node, true);
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl<F> fmt::Debug for Run<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Run").field("scope", &self.entry.scope).finish()
+    }
+}
+
+/// Runs `future` shielded from cancellation coming from outside (Trio's shielded scope): for
+/// cleanup that must finish, such as closing a connection after a `Cancelled`. Bound it with
+/// its own timeout (`move_on_after` inside the shield) so it cannot hang. A shield stops
+/// trellis cancellation only: dropping the future still drops what is inside.
+pub fn shield<F: Future>(future: F) -> Shield<F> {
+    Shield { run: CancelScope::new().shielded().run(future) }
+}
+
+pin_project! {
+    /// The future of [`shield`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Shield<F> {
+        #[pin]
+        run: Run<F>,
+    }
+}
+
+impl<F: Future> Future for Shield<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().run.poll(cx).map(|out| {
+            // Nobody holds the scope, so it is never cancelled itself, and the shield keeps
+            // outer cancellation away: it never catches.
+            out.expect("a shield's anonymous scope cannot catch a cancellation")
+        })
+    }
+}
+
+impl<F> fmt::Debug for Shield<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Shield")
+    }
+}
+
+/// Runs `future` for at most `timeout`: `Some(output)`, or `None` if the timeout cancelled
+/// it (Trio's `move_on_after`). A scope with a relative deadline that starts counting when
+/// first polled.
+pub fn move_on_after<F: Future>(timeout: Duration, future: F) -> Run<F> {
+    CancelScope::with_timeout(timeout).run(future)
+}
+
+/// Runs `future` until `deadline` at most: `Some(output)` or `None` (see [`move_on_after`]).
+pub fn move_on_at<F: Future>(deadline: Instant, future: F) -> Run<F> {
+    CancelScope::with_deadline(deadline).run(future)
+}
+
+/// Runs `future` for at most `timeout`: `Ok(output)`, or `Err(TimedOut)` exactly when the
+/// timeout's scope caught the cancellation (Trio's `fail_after`).
+pub fn fail_after<F: Future>(timeout: Duration, future: F) -> FailAfter<F> {
+    FailAfter { run: move_on_after(timeout, future) }
+}
+
+/// Runs `future` until `deadline` at most: `Ok(output)` or `Err(TimedOut)` (see [`fail_after`]).
+pub fn fail_at<F: Future>(deadline: Instant, future: F) -> FailAfter<F> {
+    FailAfter { run: move_on_at(deadline, future) }
+}
+
+pin_project! {
+    /// The future of [`fail_after`] and [`fail_at`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct FailAfter<F> {
+        #[pin]
+        run: Run<F>,
+    }
+}
+
+impl<F: Future> Future for FailAfter<F> {
+    type Output = Result<F::Output, TimedOut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().run.poll(cx).map(|out| out.ok_or(TimedOut { _private: () }))
+    }
+}
+
+impl<F> fmt::Debug for FailAfter<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailAfter").field("scope", &self.run.entry.scope).finish()
+    }
+}
+
+/// The error of [`fail_after`] / [`fail_at`]: the deadline passed and the operation was
+/// cancelled. Converts into `io::Error` of kind `TimedOut`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimedOut {
+    _private: (),
+}
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out: the deadline passed before the operation finished")
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+impl From<TimedOut> for io::Error {
+    fn from(t: TimedOut) -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, t)
+    }
+}
+
+/// The earliest deadline that applies to the calling code: the nearest one among its
+/// enclosing scopes, up to the nearest shield. `None` if there is none; an instant in the past
+/// if the calling code is already cancelled.
+pub fn current_effective_deadline() -> Option<Instant> {
+    if task::is_cancelled() {
+        return Some(Instant::from_nanos(0));
+    }
+    task::current_node().and_then(|node| Node::effective_deadline(&node))
+}
+
+/// The clock deadlines are measured on: the current runtime's (real time outside one).
+pub(super) fn clock_now() -> Instant {
+    crate::time::now()
+}
+
+/// Registers the timer of a scope's deadline on the current runtime; `waker` cancels the scope.
+///
+/// # Panics
+/// Outside a runtime: a deadline that nothing would fire must not pass silently.
+pub(super) fn register_deadline(deadline: Instant, waker: Waker) -> Option<(Handle, TimerKey)> {
+    let handle = context::with_handle(|h| h.cloned()).unwrap_or_else(|| {
+        panic!(
+            "a trellis cancel scope with a deadline was entered outside a trellis runtime: {}",
+            context::NO_RUNTIME
+        )
+    });
+    let registered = handle.shared.driver.time.insert(deadline, waker);
+    if registered.wake_driver {
+        handle.shared.driver.wake();
+    }
+    Some((handle, registered.key))
+}
