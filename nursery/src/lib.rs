@@ -1,7 +1,9 @@
 //! trellis: a work-stealing async runtime with Trio-style structured concurrency.
 //!
-//! This is the crate users depend on. It re-exports the runtime core (`trellis-runtime`);
-//! nurseries, cancel scopes and timeouts are added on top of it.
+//! This is the crate users depend on. It re-exports the runtime (`trellis-runtime`) with its
+//! structured-concurrency layer: nurseries, cancel scopes, shields, deadlines, timeouts and
+//! error groups. (That layer lives in the runtime crate because its protocols share the
+//! runtime's status tree and `sync` facade, and are model-checked with loom there.)
 //!
 //! ```
 //! let out = trellis::run(async {
@@ -14,9 +16,10 @@
 
 pub use trellis_runtime::{
     checkpoint, current_effective_deadline, fail_after, fail_at, is_cancelled, move_on_after,
-    move_on_at, run, shield, spawn, spawn_blocking, yield_now, Builder, CancelScope, CancelSource,
-    Cancelled, Checkpoint, EnterGuard, FailAfter, Handle, JoinError, JoinHandle, Run, Runtime,
-    RuntimeMetrics, Shield, TaskId, TimedOut, YieldNow,
+    move_on_at, nursery, run, shield, spawn, spawn_blocking, yield_now, Builder, CancelScope,
+    CancelSource, Cancelled, Checkpoint, Closed, EnterGuard, ErrorGroup, FailAfter, Handle,
+    JoinError, JoinHandle, Nursery, NurseryRun, Run, Runtime, RuntimeMetrics, Shield, StartError,
+    TaskHandle, TaskId, TaskStatus, TimedOut, YieldNow,
 };
 pub use trellis_runtime::{io, net, time};
 

@@ -32,6 +32,7 @@ mod context;
 mod driver;
 pub mod io;
 pub mod net;
+mod nursery;
 mod rt;
 mod scheduler;
 mod sync;
@@ -45,6 +46,9 @@ pub use cancel::scope::{
 };
 pub use cancel::{
     checkpoint, is_cancelled, yield_now, CancelSource, Cancelled, Checkpoint, YieldNow,
+};
+pub use nursery::{
+    nursery, Closed, ErrorGroup, Nursery, NurseryRun, StartError, TaskHandle, TaskStatus,
 };
 pub use rt::{Builder, Runtime};
 pub use scheduler::{EnterGuard, Handle, RuntimeMetrics};

@@ -102,6 +102,12 @@ impl Cancelled {
         Some(Cancelled::deliver())
     }
 
+    /// Delivers a `Cancelled` at `node`, which counts it (3.8).
+    pub(crate) fn deliver_at(node: &Arc<Node>) -> Cancelled {
+        let cause = Node::deliver(node);
+        Cancelled { source: cause.source, reason: cause.reason, node: Some(node.clone()) }
+    }
+
     /// Delivers a `Cancelled` at the current node, which counts it (3.8).
     #[cold]
     pub(crate) fn deliver() -> Cancelled {

@@ -64,7 +64,6 @@ pub(crate) enum Kind {
     /// A task's root: its children in the tree belong to the task, its parent does not.
     TaskRoot,
     /// A nursery: always a guard while open.
-    #[allow(dead_code)] // nurseries arrive next (issue 4)
     Nursery,
     /// A pending `start`: always a guard while open.
     #[allow(dead_code)] // nurseries arrive next (issue 4)
@@ -471,7 +470,9 @@ impl Node {
     pub(crate) fn dropper_may_drop(&self) -> bool {
         let _tree = tree();
         let s = self.state.lock();
-        let owns = s.kind == Kind::TaskRoot || self.owns(&s);
+        // A task root and a nursery drop whenever they are effectively cancelled (3.10); a
+        // scope only when it owns the cancellation (an outer dropper will catch otherwise).
+        let owns = matches!(s.kind, Kind::TaskRoot | Kind::Nursery) || self.owns(&s);
         if !owns {
             return false;
         }
@@ -519,9 +520,12 @@ impl Node {
             let leftover: Vec<Waker> = waiters;
             let parent = this.detach();
             if let Some(parent) = &parent {
-                if !caught && live > 0 {
-                    parent.state.lock().live += live;
+                if !caught {
+                    // Later clones and drops of values counted here follow the link (3.8).
                     this.state.lock().forward = Some(parent.clone());
+                    if live > 0 {
+                        Node::forwarded(parent).state.lock().live += live;
+                    }
                 }
             }
             wakeups.drops.extend(parent);
@@ -588,6 +592,46 @@ impl Node {
         Cause { source: CancelSource::Explicit, reason: None }
     }
 
+    /// Under `TREE`: the node that counts values recorded at `this` (the end of its forward
+    /// chain).
+    fn forwarded(this: &Arc<Node>) -> Arc<Node> {
+        let mut node = this.clone();
+        loop {
+            let next = node.state.lock().forward.clone();
+            match next {
+                Some(next) => node = next,
+                None => return node,
+            }
+        }
+    }
+
+    /// The node that owns the cancellation seen at `this` (3.7): the outermost effectively
+    /// cancelled node up to the nearest shield. `None` if `this` is not effectively cancelled.
+    pub(crate) fn owner(this: &Arc<Node>) -> Option<Arc<Node>> {
+        let _tree = tree();
+        if !this.is_effective() {
+            return None;
+        }
+        let mut node = this.clone();
+        loop {
+            let s = node.state.lock();
+            if s.shielded {
+                drop(s);
+                return Some(node);
+            }
+            match s.parent.clone() {
+                Some(parent) if parent.is_effective() => {
+                    drop(s);
+                    node = parent;
+                }
+                _ => {
+                    drop(s);
+                    return Some(node);
+                }
+            }
+        }
+    }
+
     /// A live `Cancelled` recorded at `self` was cloned (`+1`) or dropped (`-1`).
     pub(crate) fn adjust_live(this: &Arc<Node>, up: bool) {
         let _tree = tree();
@@ -609,7 +653,6 @@ impl Node {
     }
 
     /// Live `Cancelled` values counted at this node (nursery classification, 4.4).
-    #[allow(dead_code)] // nurseries arrive next (issue 4)
     pub(crate) fn live(&self) -> usize {
         let _tree = tree();
         self.state.lock().live

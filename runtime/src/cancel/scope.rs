@@ -71,6 +71,11 @@ impl CancelScope {
         CancelScope { node: Node::new(Kind::Scope) }
     }
 
+    /// A handle on an existing node (a nursery's scope).
+    pub(crate) fn from_node(node: Arc<Node>) -> CancelScope {
+        CancelScope { node }
+    }
+
     /// A scope cancelled when the runtime's clock reaches `deadline`.
     pub fn with_deadline(deadline: Instant) -> CancelScope {
         let scope = CancelScope::new();

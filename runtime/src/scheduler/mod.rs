@@ -147,6 +147,28 @@ impl Handle {
         F::Output: Send + 'static,
     {
         let (task, notified, join) = task::new_task(future, self.clone(), TaskId::next());
+        self.submit_new(task, notified);
+        join
+    }
+
+    /// Spawns a task whose root status node is a child of `parent` (a nursery's node); returns
+    /// the root as well.
+    pub(crate) fn spawn_under<F>(
+        &self,
+        future: F,
+        parent: &Arc<crate::cancel::node::Node>,
+    ) -> (JoinHandle<F::Output>, Arc<crate::cancel::node::Node>)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (task, notified, join, root) =
+            task::new_task_under(future, self.clone(), TaskId::next(), parent);
+        self.submit_new(task, notified);
+        (join, root)
+    }
+
+    fn submit_new(&self, task: task::Task<Handle>, notified: task::Notified<Handle>) {
         let home = context::with_worker(|core| core.and_then(|c| c.home_for(&self.shared)));
         match self.shared.owned.bind(task, home) {
             Ok(()) => {
@@ -160,7 +182,6 @@ impl Handle {
                 task.shutdown();
             }
         }
-        join
     }
 
     /// Runs a blocking function on the runtime's blocking pool; see

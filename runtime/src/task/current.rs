@@ -206,6 +206,11 @@ pub(crate) fn woken_during_poll() -> bool {
         || with_current(|h| h.state.load().is_notified()).unwrap_or(false)
 }
 
+/// The id of the task being polled on this thread.
+pub(crate) fn current_id() -> Option<super::TaskId> {
+    with_current(|h| h.id())
+}
+
 /// Whether the task being polled on this thread has its root cancelled.
 pub(crate) fn current_task_is_cancelled() -> bool {
     is_cancelled()

@@ -47,8 +47,8 @@ mod waker;
 mod loom_models;
 
 pub(crate) use current::{
-    current_node, current_node_addr, current_task_is_cancelled, frame_waker_is, is_cancelled,
-    wake_for_repoll, woken_during_poll, CurrentTaskGuard, NodeGuard,
+    current_id, current_node, current_node_addr, current_task_is_cancelled, frame_waker_is,
+    is_cancelled, wake_for_repoll, woken_during_poll, CurrentTaskGuard, NodeGuard,
 };
 pub use error::JoinError;
 pub use id::TaskId;
@@ -119,6 +119,31 @@ where
     let task = Task { raw, _scheduler: PhantomData };
     let notified = Notified(Task { raw, _scheduler: PhantomData });
     (task, notified, JoinHandle::new(raw))
+}
+
+/// Allocates a task whose root status node hangs under `parent` (a nursery child, DESIGN.md
+/// 4.1), linked before the task is shared. Returns the root too.
+pub(crate) fn new_task_under<F, S>(
+    future: F,
+    scheduler: S,
+    id: TaskId,
+    parent: &crate::sync::Arc<crate::cancel::node::Node>,
+) -> (Task<S>, Notified<S>, JoinHandle<F::Output>, crate::sync::Arc<crate::cancel::node::Node>)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+    S: Schedule,
+{
+    use crate::cancel::node::{Kind, Node};
+    let (task, notified, join) = new_task(future, scheduler, id);
+    let root = Node::new(Kind::TaskRoot);
+    // Linked without an owner first: linking under a cancelled parent must not wake a task
+    // that is not queued yet. The owner (the task's waker, one reference, released when the
+    // root closes at completion) is set right after.
+    Node::enter(&root, Some(parent), None);
+    root.set_owner(&waker::waker_ref(task.header()));
+    task.header().install_root(root.clone());
+    (task, notified, join, root)
 }
 
 impl<S: 'static> Task<S> {

@@ -1,0 +1,532 @@
+//! Nurseries (DESIGN.md 4), on virtual time.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use trellis_runtime::time::{sleep, Instant};
+use trellis_runtime::{
+    checkpoint, move_on_after, nursery, shield, spawn, CancelScope, CancelSource, Cancelled,
+    Nursery, Runtime, StartError, TaskStatus,
+};
+
+const HOUR: Duration = Duration::from_secs(3600);
+const SEC: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+enum TestError {
+    Cancelled(#[allow(dead_code)] Cancelled),
+    Start(StartError),
+    Boom(u32),
+}
+
+impl From<Cancelled> for TestError {
+    fn from(c: Cancelled) -> Self {
+        TestError::Cancelled(c)
+    }
+}
+
+impl From<StartError> for TestError {
+    fn from(e: StartError) -> Self {
+        TestError::Start(e)
+    }
+}
+
+impl std::fmt::Display for TestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+type N = Nursery<TestError>;
+
+fn virtual_runtime(workers: usize) -> Runtime {
+    Runtime::builder().worker_threads(workers).virtual_time(true).build().unwrap()
+}
+
+/// Runs `body` in a task on 1- and 2-worker virtual-time runtimes; checks nothing is left.
+fn on_virtual<F, Fut>(body: F)
+where
+    F: FnOnce() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    for workers in [1, 2] {
+        let rt = virtual_runtime(workers);
+        let body = body.clone();
+        rt.block_on(async move { spawn(body()).await.unwrap() });
+        for _ in 0..2_000 {
+            if rt.handle().metrics().live_tasks == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(rt.handle().metrics().live_tasks, 0, "a task outlived its nursery");
+        assert_eq!(rt.handle().metrics().timers, 0, "a timer entry was left behind");
+    }
+}
+
+#[test]
+fn children_run_and_the_nursery_waits_for_them() {
+    on_virtual(|| async {
+        let done = Arc::new(AtomicUsize::new(0));
+        let t0 = Instant::now();
+        let out = nursery(|n: N| {
+            let done = done.clone();
+            async move {
+                for i in 1..=3u32 {
+                    let done = done.clone();
+                    n.spawn(async move {
+                        sleep(SEC * i).await?;
+                        done.fetch_add(1, SeqCst);
+                        Ok(())
+                    });
+                }
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!(out.unwrap(), 7);
+        assert_eq!(done.load(SeqCst), 3);
+        assert_eq!(Instant::now() - t0, 3 * SEC);
+    });
+}
+
+#[test]
+fn a_failing_child_cancels_its_siblings_and_the_body() {
+    on_virtual(|| async {
+        let sibling_cancelled = Arc::new(AtomicUsize::new(0));
+        let t0 = Instant::now();
+        let out = nursery(|n: N| {
+            let seen = sibling_cancelled.clone();
+            async move {
+                n.spawn(async move {
+                    let r = sleep(HOUR).await;
+                    if r.is_err() {
+                        seen.fetch_add(1, SeqCst);
+                    }
+                    r?;
+                    Ok(())
+                });
+                n.spawn(async {
+                    sleep(SEC).await?;
+                    Err::<(), _>(TestError::Boom(1))
+                });
+                sleep(HOUR).await?;
+                Ok(())
+            }
+        })
+        .await;
+        let group = out.unwrap_err();
+        assert_eq!(group.len(), 1, "the cancellations were stripped: {group}");
+        assert!(matches!(group.iter().next(), Some(TestError::Boom(1))));
+        assert!(!group.is_cancellation());
+        assert_eq!(sibling_cancelled.load(SeqCst), 1);
+        assert_eq!(Instant::now() - t0, SEC);
+    });
+}
+
+#[test]
+fn two_failures_appear_in_arrival_order_and_body_fails_too() {
+    on_virtual(|| async {
+        let out = nursery(|n: N| async move {
+            n.spawn(async {
+                // Cleanup that fails for real while cancelled: reported.
+                if let Err(c) = sleep(HOUR).await {
+                    drop(c);
+                    shield(sleep(SEC)).await.unwrap();
+                    return Err(TestError::Boom(2));
+                }
+                Ok(())
+            });
+            n.spawn(async {
+                sleep(SEC).await?;
+                Err::<(), _>(TestError::Boom(1))
+            });
+            // The body fails as well, during the cancellation, genuinely.
+            if sleep(HOUR).await.is_err() {
+                return Err(TestError::Boom(3));
+            }
+            Ok(())
+        })
+        .await;
+        let group = out.unwrap_err();
+        let codes: Vec<u32> = group
+            .iter()
+            .map(|e| match e {
+                TestError::Boom(i) => *i,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        // Child 1 failed at 1 s, then the body at once, then child 2 after its cleanup.
+        assert_eq!(codes, vec![1, 3, 2]);
+        let text = group.to_string();
+        assert!(text.starts_with("3 errors in nursery"), "{text}");
+        assert!(text.contains("body: Boom(3)"), "{text}");
+    });
+}
+
+#[test]
+fn a_child_spawned_into_a_cancelled_nursery_starts_and_sees_cancelled() {
+    on_virtual(|| async {
+        let started = Arc::new(AtomicUsize::new(0));
+        let out = nursery(|n: N| {
+            let started = started.clone();
+            async move {
+                n.cancel_scope().cancel();
+                n.spawn(async move {
+                    started.fetch_add(1, SeqCst);
+                    checkpoint().await?;
+                    Ok(())
+                });
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(started.load(SeqCst), 1);
+        // The nursery's own scope owned the cancellation: nothing is reported.
+        assert_eq!(out.unwrap(), ());
+    });
+}
+
+#[test]
+fn late_spawns_from_a_child_are_accepted_and_spawning_after_close_is_an_error() {
+    on_virtual(|| async {
+        let grandchild_ran = Arc::new(AtomicUsize::new(0));
+        let kept: Arc<Mutex<Option<N>>> = Arc::new(Mutex::new(None));
+        let out = nursery(|n: N| {
+            let ran = grandchild_ran.clone();
+            let kept = kept.clone();
+            async move {
+                *kept.lock().unwrap() = Some(n.clone());
+                let n2 = n.clone();
+                n.spawn(async move {
+                    sleep(SEC).await?;
+                    // The body has returned by now; the nursery is still open.
+                    n2.spawn(async move {
+                        sleep(SEC).await?;
+                        ran.fetch_add(1, SeqCst);
+                        Ok(())
+                    });
+                    Ok(())
+                });
+                Ok(())
+            }
+        })
+        .await;
+        assert!(out.is_ok());
+        assert_eq!(grandchild_ran.load(SeqCst), 1);
+        let n = kept.lock().unwrap().take().unwrap();
+        assert!(n.try_spawn(async { Ok(()) }).is_err());
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            n.spawn(async { Ok(()) });
+        }));
+        let message = panicked.unwrap_err();
+        let message = message.downcast_ref::<String>().unwrap();
+        assert!(message.contains("closed nursery"), "{message}");
+    });
+}
+
+#[test]
+fn an_outer_deadline_reaches_grandchildren_through_nested_nurseries() {
+    on_virtual(|| async {
+        let reached = Arc::new(AtomicUsize::new(0));
+        let t0 = Instant::now();
+        let out = move_on_after(SEC, {
+            let reached = reached.clone();
+            async move {
+                nursery(|n: N| async move {
+                    n.spawn(async move {
+                        nursery(|inner: N| async move {
+                            inner.spawn(async move {
+                                if let Err(c) = sleep(HOUR).await {
+                                    reached.fetch_add(1, SeqCst);
+                                    return Err(c.into());
+                                }
+                                Ok(())
+                            });
+                            Ok(())
+                        })
+                        .await
+                        // The inner group holds the pass-through cancellation: propagate it.
+                        .map_err(|g| {
+                            assert!(g.is_cancellation());
+                            g.into_vec().pop().unwrap()
+                        })
+                    });
+                    Ok(())
+                })
+                .await
+            }
+        })
+        .await;
+        assert_eq!(reached.load(SeqCst), 1);
+        assert_eq!(Instant::now() - t0, SEC);
+        // The timeout's scope owned the cancellation: it caught.
+        assert!(out.is_none(), "{out:?}");
+    });
+}
+
+#[test]
+fn a_child_panic_cancels_siblings_and_is_resumed_in_the_opener() {
+    on_virtual(|| async {
+        let sibling_cancelled = Arc::new(AtomicUsize::new(0));
+        let seen = sibling_cancelled.clone();
+        let opener = spawn(async move {
+            let _ = nursery(|n: N| async move {
+                n.spawn(async move {
+                    if sleep(HOUR).await.is_err() {
+                        seen.fetch_add(1, SeqCst);
+                    }
+                    Ok(())
+                });
+                n.spawn(async {
+                    sleep(SEC).await?;
+                    panic!("child boom");
+                    #[allow(unreachable_code)]
+                    Ok(())
+                });
+                Ok(())
+            })
+            .await;
+        });
+        let err = opener.await.unwrap_err();
+        assert!(err.is_panic());
+        assert_eq!(*err.into_panic().downcast::<&str>().unwrap(), "child boom");
+        assert_eq!(sibling_cancelled.load(SeqCst), 1);
+    });
+}
+
+#[test]
+fn task_handle_yields_output_or_cancels_one_child() {
+    on_virtual(|| async {
+        let out = nursery(|n: N| async move {
+            let a = n.spawn(async { Ok(5u32) });
+            let b = n.spawn(async {
+                sleep(HOUR).await?;
+                Ok(6u32)
+            });
+            b.cancel();
+            assert!(b.await.unwrap_err().is_cancelled());
+            Ok(a.await.unwrap())
+        })
+        .await;
+        // Cancelling one child is not a failure of the nursery.
+        assert_eq!(out.unwrap(), 5);
+    });
+}
+
+#[test]
+fn every_child_future_is_dropped_exactly_once() {
+    on_virtual(|| async {
+        let tracker = common::Tracker::new();
+        let out = nursery(|n: N| {
+            let tracker = tracker.clone();
+            async move {
+                for i in 0..50u32 {
+                    n.spawn(tracker.track(async move {
+                        sleep(SEC * (i % 5)).await?;
+                        if i == 42 {
+                            return Err(TestError::Boom(i));
+                        }
+                        sleep(HOUR).await?;
+                        Ok(())
+                    }));
+                }
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(out.unwrap_err().len(), 1);
+        assert_eq!(tracker.created(), 50);
+        tracker.assert_all_dropped();
+    });
+}
+
+#[test]
+fn hundred_thousand_children() {
+    let rt = virtual_runtime(2);
+    let count = rt.block_on(async {
+        let count = Arc::new(AtomicUsize::new(0));
+        nursery(|n: N| {
+            let count = count.clone();
+            async move {
+                for _ in 0..100_000 {
+                    let count = count.clone();
+                    n.spawn(async move {
+                        count.fetch_add(1, SeqCst);
+                        Ok(())
+                    });
+                }
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        count.load(SeqCst)
+    });
+    assert_eq!(count, 100_000);
+}
+
+#[test]
+fn start_returns_the_started_value_and_keeps_the_nursery_open() {
+    on_virtual(|| async {
+        let t0 = Instant::now();
+        let out = nursery(|n: N| async move {
+            let port = n
+                .start(|status: TaskStatus<u16>| async move {
+                    sleep(SEC).await?;
+                    status.started(8080);
+                    sleep(SEC).await?;
+                    Ok(())
+                })
+                .await?;
+            assert_eq!(Instant::now() - t0, SEC);
+            Ok(port)
+        })
+        .await;
+        assert_eq!(out.unwrap(), 8080);
+        assert_eq!(Instant::now() - t0, 2 * SEC, "the started task ran on in the nursery");
+    });
+}
+
+#[test]
+fn start_errors_come_out_unwrapped_and_not_starting_is_an_error() {
+    on_virtual(|| async {
+        let out = nursery(|n: N| async move {
+            let r = n.start(|_status: TaskStatus<u16>| async { Err(TestError::Boom(9)) }).await;
+            assert!(matches!(r, Err(TestError::Boom(9))));
+            let r = n.start(|_status: TaskStatus<u16>| async { Ok(()) }).await;
+            assert!(matches!(r, Err(TestError::Start(e)) if e.is_not_started()));
+            Ok(())
+        })
+        .await;
+        // Neither entered the group nor cancelled the nursery.
+        assert!(out.is_ok());
+    });
+}
+
+#[test]
+fn cancelling_the_nursery_before_started_does_not_affect_the_starting_child() {
+    on_virtual(|| async {
+        let out = nursery(|outer: N| async move {
+            // The target nursery lives in a child of `outer`, held open until told to close.
+            let (target_tx, target_rx) = common::oneshot::<N>();
+            let (close_tx, close_rx) = common::oneshot::<()>();
+            outer.spawn(async move {
+                let r = nursery(|target: N| async move {
+                    target_tx.send(target.clone());
+                    close_rx.await;
+                    Ok(())
+                })
+                .await;
+                // Its body was dropped by the cancellation its own scope owns (4.5): a group
+                // holding one inert cancellation for the body.
+                let group = r.unwrap_err();
+                assert!(group.is_cancellation() && group.len() == 1, "{group:?}");
+                Ok(())
+            });
+            let target = target_rx.await.expect("the target nursery opened");
+            let target2 = target.clone();
+            let value = target
+                .start(|status: TaskStatus<u32>| async move {
+                    target2.cancel_scope().cancel();
+                    // Still under the caller's scopes: not cancelled.
+                    sleep(SEC).await?;
+                    status.started(1);
+                    // Now in the cancelled target nursery.
+                    assert!(checkpoint().await.is_err());
+                    Ok(())
+                })
+                .await;
+            assert_eq!(value.unwrap(), 1);
+            close_tx.send(());
+            Ok(())
+        })
+        .await;
+        assert!(out.is_ok(), "{out:?}");
+    });
+}
+
+#[test]
+fn dropping_an_unfinished_nursery_cancels_its_children_without_blocking() {
+    on_virtual(|| async {
+        let cancelled = Arc::new(AtomicUsize::new(0));
+        let seen = cancelled.clone();
+        let fut = nursery(|n: N| async move {
+            n.spawn(async move {
+                if let Err(c) = sleep(HOUR).await {
+                    seen.fetch_add(1, SeqCst);
+                    return Err(c.into());
+                }
+                Ok(())
+            });
+            sleep(HOUR).await?;
+            Ok(())
+        });
+        // Lost a race against a shorter future: the nursery future is dropped.
+        let r = futures::future::select(Box::pin(fut), Box::pin(sleep(SEC))).await;
+        assert!(matches!(r, futures::future::Either::Right(_)));
+        drop(r); // drops the unfinished nursery future (select hands it back)
+        sleep(SEC).await.unwrap();
+        assert_eq!(cancelled.load(SeqCst), 1);
+    });
+}
+
+#[test]
+fn the_nursery_scope_can_be_cancelled_and_the_body_is_dropped_at_once() {
+    on_virtual(|| async {
+        let t0 = Instant::now();
+        let scope = CancelScope::new();
+        let out = scope
+            .run({
+                let scope = scope.clone();
+                async move {
+                    spawn(async move {
+                        sleep(SEC).await.unwrap();
+                        scope.cancel();
+                    });
+                    nursery(|_n: N| async {
+                        futures::future::pending::<()>().await;
+                        Ok(())
+                    })
+                    .await
+                }
+            })
+            .await;
+        assert_eq!(Instant::now() - t0, SEC);
+        // The outer scope owns the cancellation; the body's group is a pass-through.
+        match out {
+            None => {}
+            Some(Err(g)) => assert!(g.is_cancellation()),
+            Some(Ok(())) => panic!("the body never returns"),
+        }
+    });
+}
+
+#[test]
+fn failure_cancellation_names_the_failing_task() {
+    on_virtual(|| async {
+        let source = Arc::new(Mutex::new(None));
+        let out = nursery(|n: N| {
+            let source = source.clone();
+            async move {
+                n.spawn(async { Err::<(), _>(TestError::Boom(1)) });
+                if let Err(c) = sleep(HOUR).await {
+                    *source.lock().unwrap() = Some(c.source().clone());
+                    return Err(c.into());
+                }
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(out.unwrap_err().len(), 1);
+        let source = source.lock().unwrap().take().unwrap();
+        assert!(
+            matches!(&source, CancelSource::Nursery { failed_task } if failed_task.starts_with("task ")),
+            "{source:?}"
+        );
+    });
+}
