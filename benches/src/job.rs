@@ -17,10 +17,10 @@
 //! its sockets) may measure that setup inside the root task and report it with
 //! [`Finish::exclude`]; the driver subtracts it from the iteration's time.
 //!
-//! **Per-runtime operations** beyond spawning: [`Timers`] (sleeps) and [`Net`] (TCP), so that
-//! the timers and tcp_echo workloads are one generic body each, with the same shape in every
-//! runtime; the implementations (in [`runtimes`](crate::runtimes)) are one call each into the
-//! runtime's own API.
+//! **Per-runtime operations** beyond spawning: [`Timers`] (sleeps, timeouts) and [`Net`] (TCP),
+//! so that the timers, timeout_hot and tcp_echo workloads are one generic body each, with the
+//! same shape in every runtime; the implementations (in [`runtimes`](crate::runtimes)) are one
+//! call each into the runtime's own API.
 
 use std::fmt;
 use std::future::Future;
@@ -50,7 +50,7 @@ pub trait Spawner: Clone + Send + Sync + fmt::Debug + 'static {
     fn yield_now() -> impl Future<Output = ()> + Send;
 }
 
-/// The runtime's timers, for the timers workload.
+/// The runtime's timers, for the timers and timeout_hot workloads.
 pub trait Timers: Spawner {
     /// The runtime's instant type.
     type Deadline: Copy + Send + 'static;
@@ -63,6 +63,13 @@ pub trait Timers: Spawner {
 
     /// The runtime's `sleep_until(deadline)`, awaited to completion.
     fn sleep_until(deadline: Deadline<Self>) -> impl Future<Output = ()> + Send;
+
+    /// The runtime's way to bound `future` by `duration`: `Some(output)`, or `None` if the
+    /// time ran out first.
+    fn timeout<F>(duration: Duration, future: F) -> impl Future<Output = Option<F::Output>> + Send
+    where
+        F: Future + Send,
+        F::Output: Send;
 }
 
 /// The deadline type of a [`Timers`] runtime.

@@ -65,6 +65,15 @@ impl Timers for Trellis {
     async fn sleep_until(deadline: Deadline<Self>) {
         trellis::time::sleep_until(deadline).await.expect("timers: trellis sleep cancelled")
     }
+
+    /// `trellis::move_on_after`: a cancel scope with a relative deadline around `future`.
+    fn timeout<F>(duration: Duration, future: F) -> impl Future<Output = Option<F::Output>> + Send
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        trellis::move_on_after(duration, future)
+    }
 }
 
 /// `trellis::net`, read and written through `futures::{AsyncReadExt, AsyncWriteExt}`.
@@ -146,6 +155,15 @@ impl Timers for Tokio {
 
     async fn sleep_until(deadline: Deadline<Self>) {
         tokio::time::sleep_until(deadline).await
+    }
+
+    /// `tokio::time::timeout`; its `Err(Elapsed)` becomes `None`.
+    async fn timeout<F>(duration: Duration, future: F) -> Option<F::Output>
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        tokio::time::timeout(duration, future).await.ok()
     }
 }
 
@@ -236,6 +254,19 @@ impl Timers for Smol {
 
     async fn sleep_until(deadline: Deadline<Self>) {
         async_io::Timer::at(deadline).await;
+    }
+
+    /// The smol idiom: the operation raced against an `async_io::Timer` with
+    /// `futures_lite::future::or` (which polls the operation first).
+    fn timeout<F>(duration: Duration, future: F) -> impl Future<Output = Option<F::Output>> + Send
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        futures_lite::future::or(async { Some(future.await) }, async move {
+            async_io::Timer::after(duration).await;
+            None
+        })
     }
 }
 

@@ -6,6 +6,7 @@
 //! channel ([`Countdown`](crate::job::Countdown), [`Finish`]); messages between tasks go over
 //! `futures::channel::oneshot`. Timers and sockets are each runtime's own ([`Timers`], [`Net`]).
 
+use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::pin;
 use std::time::{Duration, Instant};
@@ -107,6 +108,16 @@ pub const WORKLOADS: &[Workload] = &[
         trellis: timers::<Trellis>,
         tokio: Some(timers::<Tokio>),
         smol: Some(timers::<Smol>),
+    },
+    Workload {
+        name: "timeout_hot",
+        about: "in one task: 100,000 timeouts of 1 s (trellis move_on_after, tokio timeout, \
+                async-io Timer raced with `or`) around an immediately ready operation",
+        reps: [32, 6],
+        io: true,
+        trellis: timeout_hot::<Trellis>,
+        tokio: Some(timeout_hot::<Tokio>),
+        smol: Some(timeout_hot::<Smol>),
     },
     Workload {
         name: "tcp_echo",
@@ -242,6 +253,28 @@ fn timers<S: Timers>(_spawner: S, size: Size, finish: Finish<S>) -> Root {
         for _ in 0..size.of(10_000) {
             S::sleep_until(passed).await;
         }
+        finish.done();
+    })
+}
+
+/// timeout_hot: all in the root task (the same single task in every runtime, so the cost of
+/// the timeout itself is measured, not scheduling). 100,000 times: `S::timeout(1 s, op)` where
+/// `op` is `std::future::ready(i)` (i hidden behind `black_box`), awaited; the timeout must
+/// not fire, and the outputs are summed and checked, so none of them can be optimised away.
+/// trellis: `move_on_after` (a cancel scope with a deadline); tokio: `tokio::time::timeout`;
+/// async-executor: the op raced with `async_io::Timer::after` by `futures_lite::future::or`
+/// (smol's idiom; `or` polls the op first, so the timer's async block is never polled and no
+/// `Timer` is ever built: that column is the floor, a race with nothing to set up).
+fn timeout_hot<S: Timers>(_spawner: S, size: Size, finish: Finish<S>) -> Root {
+    const SECOND: Duration = Duration::from_secs(1);
+    Box::pin(async move {
+        let ops = size.of(100_000);
+        let mut sum = 0_usize;
+        for i in 0..ops {
+            let out = S::timeout(SECOND, std::future::ready(black_box(i))).await;
+            sum += out.expect("timeout_hot: a timeout of 1 s fired around a ready operation");
+        }
+        assert_eq!(black_box(sum), ops * (ops - 1) / 2, "timeout_hot: wrong outputs");
         finish.done();
     })
 }

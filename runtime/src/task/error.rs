@@ -20,7 +20,8 @@ enum Repr {
     /// The payload sits behind a lock only so that `JoinError` is `Sync`; it is never shared.
     Panic(Mutex<Box<dyn Any + Send + 'static>>),
     Failed,
-    Interrupted,
+    /// The joiner's cancellation, kept alive so that the scope owning it catches (3.8).
+    Interrupted(Box<crate::Cancelled>),
 }
 
 impl JoinError {
@@ -38,8 +39,8 @@ impl JoinError {
         JoinError { id, repr: Repr::Failed }
     }
 
-    pub(crate) fn interrupted(id: TaskId) -> JoinError {
-        JoinError { id, repr: Repr::Interrupted }
+    pub(crate) fn interrupted(id: TaskId, cancelled: crate::Cancelled) -> JoinError {
+        JoinError { id, repr: Repr::Interrupted(Box::new(cancelled)) }
     }
 
     /// The task was cancelled (through its handle, its nursery or runtime shutdown) and its
@@ -60,7 +61,7 @@ impl JoinError {
 
     /// The *joiner* was cancelled while waiting; the task runs on and can be joined later.
     pub fn is_interrupted(&self) -> bool {
-        matches!(self.repr, Repr::Interrupted)
+        matches!(self.repr, Repr::Interrupted(_))
     }
 
     /// The id of the task this error is about.
@@ -104,7 +105,7 @@ impl fmt::Display for JoinError {
                 None => write!(f, "task {} panicked", self.id),
             },
             Repr::Failed => write!(f, "task {} failed; its error went to its nursery", self.id),
-            Repr::Interrupted => {
+            Repr::Interrupted(_) => {
                 write!(
                     f,
                     "waiting for task {} was interrupted: the waiting task was cancelled",
@@ -124,7 +125,7 @@ impl fmt::Debug for JoinError {
                 None => write!(f, "JoinError::Panic({:?}, ...)", self.id),
             },
             Repr::Failed => write!(f, "JoinError::Failed({:?})", self.id),
-            Repr::Interrupted => write!(f, "JoinError::Interrupted({:?})", self.id),
+            Repr::Interrupted(_) => write!(f, "JoinError::Interrupted({:?})", self.id),
         }
     }
 }

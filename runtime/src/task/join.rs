@@ -65,8 +65,8 @@ impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if super::current_task_is_cancelled() {
-            return Poll::Ready(Err(JoinError::interrupted(self.id())));
+        if let Some(cancelled) = crate::Cancelled::for_current_task() {
+            return Poll::Ready(Err(JoinError::interrupted(self.id(), cancelled)));
         }
         let progress = std::task::ready!(budget::poll_proceed(cx));
         let mut out: Poll<Result<T, JoinError>> = Poll::Pending;
