@@ -79,6 +79,16 @@ impl JoinError {
         })
     }
 
+    /// For an interrupted join ([`is_interrupted`](Self::is_interrupted)): the joiner's own
+    /// `Cancelled`, to propagate with `?` so the scope that was cancelled catches it; the
+    /// error back otherwise.
+    pub fn try_into_cancelled(self) -> Result<crate::Cancelled, JoinError> {
+        match self.repr {
+            Repr::Interrupted(cancelled) => Ok(*cancelled),
+            repr => Err(JoinError { id: self.id, repr }),
+        }
+    }
+
     /// The panic payload, or the error back if it is not a panic.
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
         match self.repr {
