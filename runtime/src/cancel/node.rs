@@ -45,7 +45,7 @@ use std::task::Waker;
 use super::CancelSource;
 use crate::scheduler::Handle;
 use crate::sync::atomic::{
-    AtomicU64,
+    AtomicBool, AtomicU64,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 use crate::sync::{arc_waker, Arc, Mutex, MutexGuard};
@@ -79,6 +79,9 @@ pub(crate) struct Cause {
 
 pub(crate) struct Node {
     word: AtomicU64,
+    /// Entered with a deadline whose timer is not registered yet (read without a lock on
+    /// every `Pending` of the scope; written under `TREE`).
+    timer_wanted: AtomicBool,
     state: Mutex<NodeState>,
 }
 
@@ -195,6 +198,7 @@ impl Node {
     pub(crate) fn new(kind: Kind) -> Arc<Node> {
         Arc::new(Node {
             word: AtomicU64::new(0),
+            timer_wanted: AtomicBool::new(false),
             state: Mutex::new(NodeState {
                 kind,
                 parent: None,
@@ -262,12 +266,24 @@ impl Node {
             );
             s.entered = true;
             s.owner = owner.cloned();
+            // 3.11: a passed deadline cancels on entry; otherwise its timer is registered only
+            // once the scope's future is suspended (`arm_deadline_if_wanted`): a scope around
+            // an operation that completes at once never touches the timers.
             if let Some(timeout) = s.timeout.take() {
                 s.deadline = Some(super::scope::clock_now() + timeout);
+                if timeout.is_zero() && s.cause.is_none() {
+                    s.cause = Some(Cause { source: CancelSource::Deadline, reason: None });
+                }
+            } else if let Some(deadline) = s.deadline {
+                if s.cause.is_none() && deadline <= super::scope::clock_now() {
+                    s.cause = Some(Cause { source: CancelSource::Deadline, reason: None });
+                }
+            }
+            if s.deadline.is_some() && s.cause.is_none() {
+                this.timer_wanted.store(true, Relaxed);
             }
             drop(s);
             Node::attach(this, parent);
-            Node::arm_deadline(this, &mut wakeups);
             Node::recompute(this, &mut wakeups);
         }
         wakeups.run();
@@ -377,6 +393,7 @@ impl Node {
             let live = s.entered && !s.closed;
             drop(s);
             if live {
+                this.timer_wanted.store(false, Relaxed);
                 Node::arm_deadline(this, &mut wakeups);
                 Node::recompute(this, &mut wakeups);
             }
@@ -404,6 +421,34 @@ impl Node {
         let timer =
             super::scope::register_deadline(deadline, arc_waker(DeadlineWake(this.clone())));
         this.state.lock().timer = timer;
+    }
+
+    /// The scope's future is about to return `Pending`: registers its deadline timer if entry
+    /// left that for now (cheap when there is nothing to do).
+    #[inline]
+    pub(crate) fn arm_deadline_if_wanted(this: &Arc<Node>) {
+        if this.timer_wanted.load(Relaxed) {
+            Node::arm_wanted_deadline(this);
+        }
+    }
+
+    #[cold]
+    fn arm_wanted_deadline(this: &Arc<Node>) {
+        let mut wakeups = Wakeups::default();
+        {
+            let _tree = tree();
+            if !this.timer_wanted.swap(false, Relaxed) {
+                return;
+            }
+            let s = this.state.lock();
+            let live = s.entered && !s.closed && s.timer.is_none();
+            drop(s);
+            if live {
+                Node::arm_deadline(this, &mut wakeups);
+                Node::recompute(this, &mut wakeups);
+            }
+        }
+        wakeups.run();
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {

@@ -253,6 +253,7 @@ impl<F: Future> Future for Run<F> {
                 }
             }
             Poll::Pending => {
+                Node::arm_deadline_if_wanted(node);
                 if !Node::word_is_settled_cancel(start) || budget::pending_was_forced() {
                     return Poll::Pending;
                 }
