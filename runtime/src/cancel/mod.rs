@@ -22,6 +22,9 @@ use crate::task;
 pub(crate) mod node;
 pub(crate) mod scope;
 
+#[cfg(all(test, loom))]
+mod loom_models;
+
 use node::{Cause, Node};
 
 /// Why a cancellation happened.

@@ -481,12 +481,19 @@ impl Node {
         while let Some((node, parent_effective, force_descend)) = stack.pop() {
             let s = node.state.lock();
             let effective = s.cause.is_some() || (parent_effective && !s.shielded);
-            let old = node.word.load(Relaxed);
+            let mut old = node.word.load(Relaxed);
             let changed = (old & EFFECTIVE != 0) != effective;
             if changed {
-                let generation = (old & !(EFFECTIVE | SETTLED)) + GENERATION;
-                let new = generation | if effective { EFFECTIVE } else { 0 };
-                node.word.store(new, Release);
+                // A read-modify-write, not a plain store: a settle (step 3, outside `TREE`)
+                // may race it; only `SETTLED` can change under us, and it is cleared anyway.
+                let new = loop {
+                    let generation = (old & !(EFFECTIVE | SETTLED)) + GENERATION;
+                    let new = generation | if effective { EFFECTIVE } else { 0 };
+                    match node.word.compare_exchange(old, new, Release, Relaxed) {
+                        Ok(_) => break new,
+                        Err(current) => old = current,
+                    }
+                };
                 if effective {
                     wakeups.leaves.extend(s.waiters.iter().cloned());
                     wakeups.owners.extend(s.owner.iter().cloned());
