@@ -12,6 +12,25 @@
 //! });
 //! assert_eq!(out, 42);
 //! ```
+//!
+//! Structured concurrency: children that cannot outlive their nursery, errors that are never
+//! lost, timeouts that end on time.
+//!
+//! ```
+//! use std::time::Duration;
+//! use trellis::{move_on_after, nursery, time::sleep, Nursery};
+//!
+//! trellis::run(async {
+//!     let group = nursery(|n: Nursery<std::io::Error>| async move {
+//!         n.spawn(async { sleep(Duration::from_millis(10)).await?; Ok(()) });
+//!         n.spawn(async { Err::<(), _>(std::io::Error::other("boom")) }); // cancels its sibling
+//!         Ok(())
+//!     })
+//!     .await;
+//!     assert_eq!(group.unwrap_err().len(), 1);
+//!     assert!(move_on_after(Duration::from_millis(5), sleep(Duration::from_secs(60))).await.is_none());
+//! });
+//! ```
 #![forbid(unsafe_code)]
 
 pub use trellis_runtime::{
