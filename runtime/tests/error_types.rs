@@ -45,26 +45,16 @@ macro_rules! check_error_type {
     };
 }
 
-check_error_type!(
-    anyhow_error,
-    anyhow::Error,
-    anyhow::anyhow!("genuine"),
-    |e| e.to_string() == "genuine"
-);
+check_error_type!(anyhow_error, anyhow::Error, anyhow::anyhow!("genuine"), |e| e.to_string()
+    == "genuine");
 
-check_error_type!(
-    io_error,
-    std::io::Error,
-    std::io::Error::other("genuine"),
-    |e| e.to_string() == "genuine" && !trellis_runtime::is_cancelled(e)
-);
+check_error_type!(io_error, std::io::Error, std::io::Error::other("genuine"), |e| e.to_string()
+    == "genuine"
+    && !trellis_runtime::is_cancelled(e));
 
-check_error_type!(
-    boxed_error,
-    Box<dyn std::error::Error + Send + Sync>,
-    "genuine".into(),
-    |e| e.to_string() == "genuine"
-);
+check_error_type!(boxed_error, Box<dyn std::error::Error + Send + Sync>, "genuine".into(), |e| e
+    .to_string()
+    == "genuine");
 
 #[derive(Debug)]
 enum AppError {
