@@ -286,7 +286,7 @@ impl<F: FnOnce() -> R, R> Future for BlockingJob<F> {
     type Output = R;
 
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<R> {
-        if task::current_task_is_cancelled() {
+        if task::is_cancelled() {
             // Cancelled before it started: the task root drops the job without running it.
             return Poll::Pending;
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use trellis_runtime::time::{sleep, Instant};
 use trellis_runtime::{
     checkpoint, move_on_after, nursery, shield, spawn, CancelScope, CancelSource, Cancelled,
-    Nursery, Runtime, StartError, TaskStatus,
+    Nursery, StartError, TaskStatus,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -43,34 +43,9 @@ impl std::fmt::Display for TestError {
 
 type N = Nursery<TestError>;
 
-fn virtual_runtime(workers: usize) -> Runtime {
-    Runtime::builder().worker_threads(workers).virtual_time(true).build().unwrap()
-}
-
-/// Runs `body` in a task on 1- and 2-worker virtual-time runtimes; checks nothing is left.
-fn on_virtual<F, Fut>(body: F)
-where
-    F: FnOnce() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    for workers in [1, 2] {
-        let rt = virtual_runtime(workers);
-        let body = body.clone();
-        rt.block_on(async move { spawn(body()).await.unwrap() });
-        for _ in 0..2_000 {
-            if rt.handle().metrics().live_tasks == 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(rt.handle().metrics().live_tasks, 0, "a task outlived its nursery");
-        assert_eq!(rt.handle().metrics().timers, 0, "a timer entry was left behind");
-    }
-}
-
 #[test]
 fn children_run_and_the_nursery_waits_for_them() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let done = Arc::new(AtomicUsize::new(0));
         let t0 = Instant::now();
         let out = nursery(|n: N| {
@@ -96,7 +71,7 @@ fn children_run_and_the_nursery_waits_for_them() {
 
 #[test]
 fn a_failing_child_cancels_its_siblings_and_the_body() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let sibling_cancelled = Arc::new(AtomicUsize::new(0));
         let t0 = Instant::now();
         let out = nursery(|n: N| {
@@ -130,7 +105,7 @@ fn a_failing_child_cancels_its_siblings_and_the_body() {
 
 #[test]
 fn two_failures_appear_in_arrival_order_and_body_fails_too() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let out = nursery(|n: N| async move {
             n.spawn(async {
                 // Cleanup that fails for real while cancelled: reported.
@@ -170,7 +145,7 @@ fn two_failures_appear_in_arrival_order_and_body_fails_too() {
 
 #[test]
 fn a_child_spawned_into_a_cancelled_nursery_starts_and_sees_cancelled() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let started = Arc::new(AtomicUsize::new(0));
         let out = nursery(|n: N| {
             let started = started.clone();
@@ -193,7 +168,7 @@ fn a_child_spawned_into_a_cancelled_nursery_starts_and_sees_cancelled() {
 
 #[test]
 fn late_spawns_from_a_child_are_accepted_and_spawning_after_close_is_an_error() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let grandchild_ran = Arc::new(AtomicUsize::new(0));
         let kept: Arc<Mutex<Option<N>>> = Arc::new(Mutex::new(None));
         let out = nursery(|n: N| {
@@ -231,7 +206,7 @@ fn late_spawns_from_a_child_are_accepted_and_spawning_after_close_is_an_error() 
 
 #[test]
 fn an_outer_deadline_reaches_grandchildren_through_nested_nurseries() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let reached = Arc::new(AtomicUsize::new(0));
         let t0 = Instant::now();
         let out = move_on_after(SEC, {
@@ -271,7 +246,7 @@ fn an_outer_deadline_reaches_grandchildren_through_nested_nurseries() {
 
 #[test]
 fn a_child_panic_cancels_siblings_and_is_resumed_in_the_opener() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let sibling_cancelled = Arc::new(AtomicUsize::new(0));
         let seen = sibling_cancelled.clone();
         let opener = spawn(async move {
@@ -301,7 +276,7 @@ fn a_child_panic_cancels_siblings_and_is_resumed_in_the_opener() {
 
 #[test]
 fn task_handle_yields_output_or_cancels_one_child() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let out = nursery(|n: N| async move {
             let a = n.spawn(async { Ok(5u32) });
             let b = n.spawn(async {
@@ -320,7 +295,7 @@ fn task_handle_yields_output_or_cancels_one_child() {
 
 #[test]
 fn every_child_future_is_dropped_exactly_once() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let tracker = common::Tracker::new();
         let out = nursery(|n: N| {
             let tracker = tracker.clone();
@@ -347,7 +322,7 @@ fn every_child_future_is_dropped_exactly_once() {
 
 #[test]
 fn hundred_thousand_children() {
-    let rt = virtual_runtime(2);
+    let rt = common::virtual_runtime(2);
     let count = rt.block_on(async {
         let count = Arc::new(AtomicUsize::new(0));
         nursery(|n: N| {
@@ -372,7 +347,7 @@ fn hundred_thousand_children() {
 
 #[test]
 fn start_returns_the_started_value_and_keeps_the_nursery_open() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let t0 = Instant::now();
         let out = nursery(|n: N| async move {
             let port = n
@@ -394,7 +369,7 @@ fn start_returns_the_started_value_and_keeps_the_nursery_open() {
 
 #[test]
 fn start_errors_come_out_unwrapped_and_not_starting_is_an_error() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let out = nursery(|n: N| async move {
             let r = n.start(|_status: TaskStatus<u16>| async { Err(TestError::Boom(9)) }).await;
             assert!(matches!(r, Err(TestError::Boom(9))));
@@ -410,7 +385,7 @@ fn start_errors_come_out_unwrapped_and_not_starting_is_an_error() {
 
 #[test]
 fn cancelling_the_nursery_before_started_does_not_affect_the_starting_child() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let out = nursery(|outer: N| async move {
             // The target nursery lives in a child of `outer`, held open until told to close.
             let (target_tx, target_rx) = common::oneshot::<N>();
@@ -452,7 +427,7 @@ fn cancelling_the_nursery_before_started_does_not_affect_the_starting_child() {
 
 #[test]
 fn dropping_an_unfinished_nursery_cancels_its_children_without_blocking() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let cancelled = Arc::new(AtomicUsize::new(0));
         let seen = cancelled.clone();
         let fut = nursery(|n: N| async move {
@@ -477,7 +452,7 @@ fn dropping_an_unfinished_nursery_cancels_its_children_without_blocking() {
 
 #[test]
 fn the_nursery_scope_can_be_cancelled_and_the_body_is_dropped_at_once() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let t0 = Instant::now();
         let scope = CancelScope::new();
         let out = scope
@@ -508,7 +483,7 @@ fn the_nursery_scope_can_be_cancelled_and_the_body_is_dropped_at_once() {
 
 #[test]
 fn failure_cancellation_names_the_failing_task() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let source = Arc::new(Mutex::new(None));
         let out = nursery(|n: N| {
             let source = source.clone();

@@ -11,42 +11,15 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use trellis_runtime::time::{sleep, Instant};
 use trellis_runtime::{
     checkpoint, current_effective_deadline, fail_after, move_on_after, move_on_at, shield, spawn,
-    CancelScope, CancelSource, Cancelled, Runtime,
+    CancelScope, CancelSource, Cancelled,
 };
-
-fn virtual_runtime(workers: usize) -> Runtime {
-    Runtime::builder().worker_threads(workers).virtual_time(true).build().unwrap()
-}
 
 const HOUR: Duration = Duration::from_secs(3600);
 const SEC: Duration = Duration::from_secs(1);
 
-/// Runs `body` inside a task on a 2-worker virtual-time runtime, then checks nothing is left.
-fn on_virtual<F, Fut>(body: F)
-where
-    F: FnOnce() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    for workers in [1, 2] {
-        let rt = virtual_runtime(workers);
-        let body = body.clone();
-        rt.block_on(async move { spawn(body()).await.unwrap() });
-        assert_eq!(rt.handle().metrics().timers, 0, "a timer entry was left behind");
-        // A finished task leaves the registry right after its join is signalled (a worker
-        // may batch that release): give it a moment, then insist.
-        for _ in 0..2_000 {
-            if rt.handle().metrics().live_tasks == 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(rt.handle().metrics().live_tasks, 0, "a task outlived the test");
-    }
-}
-
 #[test]
 fn cancel_is_level_triggered() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let scope = CancelScope::new();
         let failures = scope
             .run({
@@ -75,7 +48,7 @@ fn cancel_is_level_triggered() {
 
 #[test]
 fn cancelled_scope_without_cancel_point_is_not_caught() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let scope = CancelScope::new();
         let out = scope
             .run({
@@ -95,7 +68,7 @@ fn cancelled_scope_without_cancel_point_is_not_caught() {
 
 #[test]
 fn propagated_cancelled_is_caught_by_its_scope() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let scope = CancelScope::new();
         let out = scope
             .run({
@@ -117,7 +90,7 @@ fn propagated_cancelled_is_caught_by_its_scope() {
 
 #[test]
 fn embedded_cancelled_is_still_a_cancellation() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         // A `Cancelled` inside an `io::Error` still propagates: the scope catches.
         let scope = CancelScope::new();
         let out = scope
@@ -136,7 +109,7 @@ fn embedded_cancelled_is_still_a_cancellation() {
 
 #[test]
 fn suspended_future_is_dropped_at_once() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let t0 = Instant::now();
         let out = move_on_after(SEC, futures::future::pending::<()>()).await;
         assert!(out.is_none());
@@ -146,7 +119,7 @@ fn suspended_future_is_dropped_at_once() {
 
 #[test]
 fn nested_both_cancelled_outer_catches() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let outer = CancelScope::new();
         let inner = CancelScope::new();
         let out = outer
@@ -174,7 +147,7 @@ fn nested_both_cancelled_outer_catches() {
 
 #[test]
 fn shielded_scope_blocks_outer_but_obeys_its_own_deadline() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let outer = CancelScope::new();
         let t0 = Instant::now();
         let out = outer
@@ -203,7 +176,7 @@ fn shielded_scope_blocks_outer_but_obeys_its_own_deadline() {
 
 #[test]
 fn unshielding_wakes_a_blocked_task_at_once() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let outer = CancelScope::new();
         let inner = CancelScope::new().shielded();
         let t0 = Instant::now();
@@ -231,7 +204,7 @@ fn unshielding_wakes_a_blocked_task_at_once() {
 
 #[test]
 fn moving_a_deadline_earlier_fires_it_and_later_does_not_uncancel() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let t0 = Instant::now();
         let scope = CancelScope::with_deadline(t0 + HOUR);
         let mover = spawn({
@@ -262,7 +235,7 @@ fn moving_a_deadline_earlier_fires_it_and_later_does_not_uncancel() {
 
 #[test]
 fn relative_deadline_counts_from_entry() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let scope = CancelScope::with_timeout(2 * SEC);
         assert_eq!(scope.deadline(), None);
         sleep(5 * SEC).await.unwrap();
@@ -276,7 +249,7 @@ fn relative_deadline_counts_from_entry() {
 
 #[test]
 fn fail_after_times_out_exactly_when_its_scope_caught() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         assert!(fail_after(SEC, sleep(HOUR)).await.is_err());
         assert_eq!(fail_after(HOUR, async { 3 }).await, Ok(3));
         // The deadline passes with no cancel point reached: not caught, so not timed out.
@@ -289,7 +262,7 @@ fn fail_after_times_out_exactly_when_its_scope_caught() {
 
 #[test]
 fn timeout_around_futures_unordered_ends_on_time_and_every_sleep_sees_cancelled() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let saw_cancelled = Arc::new(AtomicUsize::new(0));
         let t0 = Instant::now();
         let out = move_on_after(SEC, {
@@ -318,7 +291,7 @@ fn timeout_around_futures_unordered_ends_on_time_and_every_sleep_sees_cancelled(
 
 #[test]
 fn inner_timeout_inside_cancelled_outer_does_not_claim_it() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let outer = CancelScope::new();
         let inner_caught = Arc::new(AtomicUsize::new(0));
         let out = outer
@@ -342,7 +315,7 @@ fn inner_timeout_inside_cancelled_outer_does_not_claim_it() {
 
 #[test]
 fn cleanup_can_await_inside_shield_and_not_outside() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let cleaned = Arc::new(AtomicUsize::new(0));
         let t0 = Instant::now();
         let out = move_on_after(SEC, {
@@ -371,7 +344,7 @@ fn cleanup_can_await_inside_shield_and_not_outside() {
 
 #[test]
 fn current_effective_deadline_is_the_nearest_up_to_a_shield() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         assert_eq!(current_effective_deadline(), None);
         let t0 = Instant::now();
         move_on_at(t0 + HOUR, async move {
@@ -402,7 +375,7 @@ fn current_effective_deadline_is_the_nearest_up_to_a_shield() {
 
 #[test]
 fn join_handle_cancel_reaches_scopes_and_stops_at_shields() {
-    on_virtual(|| async {
+    common::on_virtual(|| async {
         let (tx, rx) = common::oneshot::<()>();
         let h = spawn(async move {
             let shielded = shield(async {
@@ -425,7 +398,7 @@ fn join_handle_cancel_reaches_scopes_and_stops_at_shields() {
 #[test]
 #[should_panic(expected = "entered only once")]
 fn entering_a_scope_twice_panics() {
-    let rt = virtual_runtime(1);
+    let rt = common::virtual_runtime(1);
     rt.block_on(async {
         let scope = CancelScope::new();
         scope.run(async {}).await;

@@ -550,8 +550,9 @@ impl Node {
     /// the inner future or a `Cancelled` delivered inside it is still alive. A node that does
     /// not catch forwards its live count to its parent (3.8).
     pub(crate) fn close(this: &Arc<Node>, dropped: bool) -> bool {
-        let mut wakeups = Wakeups::default();
-        let caught;
+        // Released after the locks: a waker's or a node's drop may run arbitrary code, and
+        // removing the timer takes the timer lock.
+        let (caught, timer, owner, waiters, parent);
         {
             let _tree = tree();
             let mut s = this.state.lock();
@@ -561,16 +562,12 @@ impl Node {
             caught = this.owns(&s) && (dropped || s.live > 0);
             s.closed = true;
             s.caught = caught;
-            wakeups.timers.extend(s.timer.take());
-            if let Some(owner) = s.owner.take() {
-                wakeups.leaves.push(owner); // dropped below, outside the lock (not woken)
-            }
-            let waiters = s.waiters.take_all();
+            timer = s.timer.take();
+            owner = s.owner.take();
+            waiters = s.waiters.take_all(); // leftover leaf wakers are dropped, not woken
             let live = std::mem::take(&mut s.live);
             drop(s);
-            // Leftover waiters are dropped, not woken.
-            let leftover: Vec<Waker> = waiters;
-            let parent = this.detach();
+            parent = this.detach();
             if let Some(parent) = &parent {
                 if !caught {
                     // Later clones and drops of values counted here follow the link (3.8).
@@ -580,16 +577,14 @@ impl Node {
                     }
                 }
             }
-            wakeups.drops.extend(parent);
             // Children still linked (a scope dropped around a running nursery cannot happen:
             // nurseries are guards; a task root's in-task nodes close before it) are left to
             // close themselves; they keep their parent link until then.
-            drop(leftover);
         }
-        // The owner waker was parked in `leaves` only to be dropped outside the lock.
-        let Wakeups { leaves, settle, owners, timers, drops } = wakeups;
-        drop(leaves);
-        Wakeups { leaves: Vec::new(), settle, owners, timers, drops }.run();
+        if let Some((handle, key)) = timer {
+            handle.shared.driver.time.remove(key);
+        }
+        drop((owner, waiters, parent));
         caught
     }
 

@@ -117,7 +117,6 @@ struct Inner<E> {
 
 struct State<E> {
     open: bool,
-    body_done: bool,
     children: usize,
     starts: usize,
     failures: Vec<(String, E)>,
@@ -223,27 +222,20 @@ impl<E> Inner<E> {
         );
     }
 
-    /// A child or a `start` ended: counts down and wakes the opener when nothing is left.
+    /// A child ended: counts down and wakes the opener when nothing is left.
     fn child_ended(&self) {
-        let waker = {
-            let mut state = self.state.lock();
-            state.children -= 1;
-            if state.children == 0 && state.starts == 0 {
-                state.opener.take()
-            } else {
-                None
-            }
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.count_out(|state| state.children -= 1);
     }
 
     /// A pending `start` ended without `started`: counts down like `child_ended`.
     fn start_ended(&self) {
+        self.count_out(|state| state.starts -= 1);
+    }
+
+    fn count_out(&self, count_down: impl FnOnce(&mut State<E>)) {
         let waker = {
             let mut state = self.state.lock();
-            state.starts -= 1;
+            count_down(&mut state);
             if state.children == 0 && state.starts == 0 {
                 state.opener.take()
             } else {
@@ -574,7 +566,6 @@ where
                     Node::close(&body_node, false);
                     run.body_end = Some(BodyEnd::Ok);
                     run.output = Some(r);
-                    body_finished(&inner);
                 }
                 Ok(Poll::Ready(Err(error))) => {
                     this.body.set(None);
@@ -586,21 +577,18 @@ where
                     });
                     inner.file("body".to_string(), error, class);
                     Node::close(&body_node, false);
-                    body_finished(&inner);
                 }
                 Err(payload) => {
                     this.body.set(None);
                     Node::close(&body_node, false);
                     run.body_end = Some(BodyEnd::Filed);
                     inner.file_panic("body".to_string(), payload);
-                    body_finished(&inner);
                 }
                 Ok(Poll::Pending) => {
                     if body_may_drop(run, &inner, start_word) {
                         this.body.set(None);
                         Node::close(&body_node, true);
                         run.body_end = Some(BodyEnd::Cancelled { dropped: true });
-                        body_finished(&inner);
                     } else {
                         return Poll::Pending;
                     }
@@ -636,7 +624,6 @@ fn open<F, Fut, R, E>(
         handle,
         state: Mutex::new(State {
             open: true,
-            body_done: false,
             children: 0,
             starts: 0,
             failures: Vec::new(),
@@ -678,10 +665,6 @@ fn body_may_drop<R, E>(run: &mut RunState<R, E>, inner: &Inner<E>, start_word: u
         return false;
     }
     inner.node.dropper_may_drop()
-}
-
-fn body_finished<E>(inner: &Inner<E>) {
-    inner.state.lock().body_done = true;
 }
 
 /// The wait phase (never a cancel point), then the result (4.5).

@@ -211,11 +211,6 @@ pub(crate) fn current_id() -> Option<super::TaskId> {
     with_current(|h| h.id())
 }
 
-/// Whether the task being polled on this thread has its root cancelled.
-pub(crate) fn current_task_is_cancelled() -> bool {
-    is_cancelled()
-}
-
 /// Asks for the current task to be polled again after this poll, if `waker` is that task's own
 /// waker; otherwise (a foreign executor, a sub-executor like `FuturesUnordered`) wakes
 /// `waker` as usual.

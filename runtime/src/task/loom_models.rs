@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use loom::thread;
 
-use super::{current_task_is_cancelled, new_task, JoinHandle, Notified, Released, Schedule, Task};
+use super::{is_cancelled, new_task, JoinHandle, Notified, Released, Schedule, Task};
 use super::{Output, TaskId};
 use crate::scheduler::Parker;
 use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -251,7 +251,7 @@ impl Future for ProbeFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DropCount> {
         let this = self.get_mut();
         this.probe.polls.incr();
-        if current_task_is_cancelled() {
+        if is_cancelled() {
             this.probe.saw_cancelled.incr();
         }
         if this.behaviour.self_wakes > 0 {

@@ -47,8 +47,8 @@ mod waker;
 mod loom_models;
 
 pub(crate) use current::{
-    current_id, current_node, current_node_addr, current_task_is_cancelled, frame_waker_is,
-    is_cancelled, wake_for_repoll, woken_during_poll, CurrentTaskGuard, NodeGuard,
+    current_id, current_node, current_node_addr, frame_waker_is, is_cancelled, wake_for_repoll,
+    woken_during_poll, CurrentTaskGuard, NodeGuard,
 };
 pub use error::JoinError;
 pub use id::TaskId;

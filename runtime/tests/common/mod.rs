@@ -16,6 +16,35 @@ pub fn runtime(workers: usize) -> Runtime {
     Runtime::builder().worker_threads(workers).thread_name("test").build().expect("runtime builds")
 }
 
+/// Builds a runtime with `workers` worker threads and virtual time.
+pub fn virtual_runtime(workers: usize) -> Runtime {
+    Runtime::builder().worker_threads(workers).virtual_time(true).build().unwrap()
+}
+
+/// Runs `body` inside a task on 1- and 2-worker virtual-time runtimes, then checks that no
+/// timer entry and no task is left.
+pub fn on_virtual<F, Fut>(body: F)
+where
+    F: FnOnce() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    for workers in [1, 2] {
+        let rt = virtual_runtime(workers);
+        let body = body.clone();
+        rt.block_on(async move { trellis_runtime::spawn(body()).await.unwrap() });
+        assert_eq!(rt.handle().metrics().timers, 0, "a timer entry was left behind");
+        // A finished task leaves the registry right after its join is signalled (a worker
+        // may batch that release): give it a moment, then insist.
+        for _ in 0..2_000 {
+            if rt.handle().metrics().live_tasks == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(rt.handle().metrics().live_tasks, 0, "a task outlived the test");
+    }
+}
+
 /// Counts created, polled and dropped instrumented futures.
 #[derive(Clone, Default)]
 pub struct Tracker {
