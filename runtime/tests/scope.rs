@@ -422,3 +422,124 @@ fn cancel_from_another_thread_wakes_a_blocked_scope() {
     canceller.join().unwrap();
     assert_eq!(rt.handle().metrics().timers, 0);
 }
+
+// ---- lazy timeouts: a `move_on_*` / `fail_*` gets a status node only when needed ----------
+
+#[test]
+fn nested_lazy_timeouts_link_a_nursery_under_both() {
+    // The nursery inside two timeouts, on their first poll, needs a node: both timeouts get
+    // theirs, outer first, and the outer deadline reaches the nursery's child.
+    common::on_virtual(|| async {
+        let start = Instant::now();
+        let out = move_on_after(10 * SEC, async {
+            move_on_after(HOUR, async {
+                trellis_runtime::nursery(|n: trellis_runtime::Nursery<Cancelled>| async move {
+                    n.spawn(async {
+                        sleep(HOUR).await?;
+                        Ok(())
+                    });
+                    Ok::<(), Cancelled>(())
+                })
+                .await
+            })
+            .await
+        })
+        .await;
+        assert!(out.is_none(), "the outer timeout catches: {out:?}");
+        assert_eq!(Instant::now() - start, 10 * SEC);
+    });
+}
+
+#[test]
+fn lazy_timeout_inside_cancelled_scope_does_not_catch() {
+    common::on_virtual(|| async {
+        let scope = CancelScope::new();
+        let out = scope
+            .run({
+                let scope = scope.clone();
+                async move {
+                    scope.cancel();
+                    // The timeout's cancel point sees the outer cancellation; the timeout does
+                    // not own it, so it returns the error and the outer scope catches.
+                    let inner = move_on_after(HOUR, checkpoint()).await;
+                    assert!(matches!(inner, Some(Err(_))), "{inner:?}");
+                    inner
+                }
+            })
+            .await;
+        assert!(out.is_none());
+        assert!(scope.cancelled_caught());
+    });
+}
+
+#[test]
+fn lazy_timeout_reports_its_deadline_on_first_poll() {
+    common::on_virtual(|| async {
+        let start = Instant::now();
+        let seen = move_on_after(5 * SEC, async {
+            move_on_after(HOUR, async { current_effective_deadline() }).await
+        })
+        .await;
+        assert_eq!(seen, Some(Some(Some(start + 5 * SEC))));
+        let at = Instant::now() + 7 * SEC;
+        let seen = move_on_at(at, async { current_effective_deadline() }).await;
+        assert_eq!(seen, Some(Some(at)));
+    });
+}
+
+#[test]
+fn scope_entered_before_moves_under_a_lazy_timeout() {
+    // Status follows the poll (3.4): a scope first polled directly in the task, then polled
+    // inside a timeout's first poll, relinks under the timeout (which gets its node for it).
+    common::on_virtual(|| async {
+        let scope = CancelScope::new().shielded();
+        let mut inner = Box::pin(scope.run(async {
+            let _ = sleep(HOUR).await;
+            // The shield kept the timeout out: the cleanup finishes, then the scope ends.
+            "cleaned up"
+        }));
+        assert!(futures::poll!(inner.as_mut()).is_pending());
+        let start = Instant::now();
+        let out = move_on_after(SEC, inner.as_mut()).await;
+        // The shielded scope, linked under the timeout now, is a guard: the timeout could not
+        // drop it (it would have at 1 s otherwise), and it is not cancelled, so it sleeps its
+        // hour; no `Cancelled` reached the timeout's exit, so it does not catch.
+        assert_eq!(out, Some(Some("cleaned up")));
+        assert_eq!(Instant::now() - start, HOUR);
+    });
+}
+
+#[test]
+fn lazy_timeout_around_a_ready_operation_leaves_no_timer_and_no_node() {
+    common::on_virtual(|| async {
+        for i in 0..1_000 {
+            assert_eq!(move_on_after(SEC, std::future::ready(i)).await, Some(i));
+            assert_eq!(fail_after(SEC, async { i }).await, Ok(i));
+        }
+        // Nothing was left under the task: a timeout created now still works.
+        let start = Instant::now();
+        assert!(move_on_after(SEC, sleep(HOUR)).await.is_none());
+        assert_eq!(Instant::now() - start, SEC);
+    });
+}
+
+#[test]
+fn panic_in_a_lazy_timeout_first_poll_is_the_task_panic() {
+    common::on_virtual(|| async {
+        let outer = CancelScope::new();
+        let joined = spawn({
+            let outer = outer.clone();
+            async move {
+                outer
+                    .run(move_on_after(HOUR, async {
+                        // Materializes the timeout's node, then unwinds through its first poll.
+                        let _ = current_effective_deadline();
+                        panic!("boom");
+                    }))
+                    .await
+            }
+        })
+        .await;
+        assert!(joined.unwrap_err().is_panic());
+    });
+}

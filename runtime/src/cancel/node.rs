@@ -289,6 +289,37 @@ impl Node {
         wakeups.run();
     }
 
+    /// Creates the node of a lazy deadline scope (`task::LazyScope`) entered under `parent`:
+    /// like `new` + a deadline + `enter`, with the node's fields written before anyone else can
+    /// see it. Its deadline timer is registered when its future is first suspended; a deadline
+    /// already passed cancels it at once.
+    pub(crate) fn enter_deadline_scope(
+        deadline: Instant,
+        parent: Option<&Arc<Node>>,
+        owner: &Waker,
+    ) -> Arc<Node> {
+        let node = Node::new(Kind::Scope);
+        {
+            let mut s = node.state.lock();
+            s.entered = true;
+            s.owner = Some(owner.clone());
+            s.deadline = Some(deadline);
+            if deadline <= super::scope::clock_now() {
+                s.cause = Some(Cause { source: CancelSource::Deadline, reason: None });
+            } else {
+                node.timer_wanted.store(true, Relaxed);
+            }
+        }
+        let mut wakeups = Wakeups::default();
+        {
+            let _tree = tree();
+            Node::attach(&node, parent);
+            Node::recompute(&node, &mut wakeups);
+        }
+        wakeups.run();
+        node
+    }
+
     /// Status follows the poll (3.4): the node is being polled under a different parent than
     /// the one it is linked to.
     pub(crate) fn relink(this: &Arc<Node>, parent: Option<&Arc<Node>>) {

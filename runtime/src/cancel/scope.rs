@@ -8,6 +8,13 @@
 //! parent than before (3.4). It is a *dropper* (3.10): when it owns a settled cancellation and
 //! its inner future returns `Pending` after a full poll, with no guard live below it, it drops
 //! the inner future at once, so a timeout ends on time around any future.
+//!
+//! `move_on_*` and `fail_*` scopes are *lazy*: nobody holds a handle to them, so until their
+//! future first suspends only their parent can cancel them. Their first poll runs under a
+//! `task::LazyScope` instead of a node, and a node is created only if something inside needs
+//! one (a nested scope or nursery, a delivered `Cancelled`, a leaf registering, a deadline
+//! query) or when the first poll returns `Pending`. A timeout around an operation that completes
+//! at once costs a clock read and a few thread-local writes: no allocation, no lock, no timer.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -106,16 +113,7 @@ impl CancelScope {
     /// When first polled, if the scope was entered before (a scope is single use), or if the
     /// scope has a deadline and is polled outside a trellis runtime.
     pub fn run<F: Future>(&self, future: F) -> Run<F> {
-        Run {
-            inner: Some(future),
-            entry: Entry {
-                scope: self.clone(),
-                parent_addr: 0,
-                entered: false,
-                closed: false,
-                self_wakes: 0,
-            },
-        }
+        Run { inner: Some(future), entry: Entry::new(Some(self.clone()), None) }
     }
 
     /// Cancels the scope: from now on every cancel point inside it fails. Idempotent; callable
@@ -190,7 +188,11 @@ pin_project! {
 
 /// The scope's side of a `Run`: closes the node if the future is dropped before it finished.
 struct Entry {
-    scope: CancelScope,
+    /// The scope; `None` for a lazy deadline scope (a `move_on_*` / `fail_*`) until it needs a
+    /// node (see `task::LazyScope`).
+    scope: Option<CancelScope>,
+    /// A lazy scope's deadline, until its first poll.
+    lazy: Option<LazyDeadline>,
     /// Address of the node it is linked under (0: none), to notice a move (3.4).
     parent_addr: usize,
     entered: bool,
@@ -199,10 +201,52 @@ struct Entry {
     self_wakes: u8,
 }
 
+/// The deadline of a `move_on_*` / `fail_*` scope, before its first poll. (A timeout is kept
+/// in nanoseconds, saturating at 584 years: a plain word, so the future moves cheaply.)
+#[derive(Clone, Copy, Debug)]
+enum LazyDeadline {
+    AfterNanos(u64),
+    At(Instant),
+}
+
+impl Entry {
+    fn new(scope: Option<CancelScope>, lazy: Option<LazyDeadline>) -> Entry {
+        Entry { scope, lazy, parent_addr: 0, entered: false, closed: false, self_wakes: 0 }
+    }
+
+    /// Takes over the node of a lazy scope once it has one, linked under the frame's node.
+    fn adopt(&mut self, node: Arc<Node>) -> &Arc<Node> {
+        self.entered = true;
+        self.parent_addr = task::current_node_addr();
+        &self.scope.insert(CancelScope::from_node(node)).node
+    }
+
+    /// Closes the node after the inner future returned: `Some(out)` unless the scope caught.
+    fn finish<T>(&mut self, node: &Arc<Node>, out: T) -> Poll<Option<T>> {
+        self.closed = true;
+        if Node::close(node, false) {
+            drop(out);
+            Poll::Ready(None)
+        } else {
+            Poll::Ready(Some(out))
+        }
+    }
+}
+
 impl Drop for Entry {
     fn drop(&mut self) {
-        if self.entered && !self.closed {
-            Node::close(&self.scope.node, false);
+        if let (Some(scope), true, false) = (&self.scope, self.entered, self.closed) {
+            Node::close(&scope.node, false);
+        }
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.scope, &self.lazy) {
+            (Some(scope), _) => scope.fmt(f),
+            (None, Some(lazy)) => f.debug_struct("CancelScope").field("deadline", lazy).finish(),
+            (None, None) => f.write_str("CancelScope { finished without a node }"),
         }
     }
 }
@@ -219,7 +263,19 @@ impl<F: Future> Future for Run<F> {
         let mut inner = this.inner;
         let entry = this.entry;
         assert!(!entry.closed, "a `CancelScope::run` future was polled after it completed");
-        let node = &entry.scope.node;
+        if let Some(lazy) = entry.lazy.take() {
+            let now = clock_now();
+            let deadline = match lazy {
+                LazyDeadline::AfterNanos(timeout) => now + Duration::from_nanos(timeout),
+                LazyDeadline::At(deadline) => deadline,
+            };
+            if deadline > now {
+                return poll_lazy(inner, entry, deadline, cx);
+            }
+            // Passed already: a node that is cancelled on entry.
+            entry.scope = Some(CancelScope::with_deadline(deadline));
+        }
+        let node = &entry.scope.as_ref().expect("a scope that is not lazy has a node").node;
         if !entry.entered {
             let parent = task::current_node();
             entry.parent_addr = parent.as_ref().map_or(0, node_addr);
@@ -244,13 +300,8 @@ impl<F: Future> Future for Run<F> {
         };
         match polled {
             Poll::Ready(out) => {
-                entry.closed = true;
-                if Node::close(node, false) {
-                    drop(out);
-                    Poll::Ready(None)
-                } else {
-                    Poll::Ready(Some(out))
-                }
+                let node = node.clone();
+                entry.finish(&node, out)
             }
             Poll::Pending => {
                 Node::arm_deadline_if_wanted(node);
@@ -264,18 +315,57 @@ impl<F: Future> Future for Run<F> {
                 if !node.dropper_may_drop() {
                     return Poll::Pending;
                 }
+                let node = node.clone();
                 inner.set(None);
                 entry.closed = true;
-                Node::close(node, true);
+                Node::close(&node, true);
                 Poll::Ready(None)
             }
         }
     }
 }
 
+/// The first poll of a lazy deadline scope whose deadline has not passed: the inner future runs
+/// under a `task::LazyScope`, which gets a node only if something inside needs one. An
+/// operation that completes at once never touches the status tree or the timers. On `Pending`
+/// the scope gets its node (if it has none yet) and its deadline timer. A first poll is never
+/// a dropper's: the scope could not own a cancellation when it began.
+#[inline]
+fn poll_lazy<F: Future>(
+    mut inner: Pin<&mut Option<F>>,
+    entry: &mut Entry,
+    deadline: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<Option<F::Output>> {
+    let mut lazy = task::LazyScope::new(deadline);
+    let polled = {
+        let _current = task::LazyGuard::enter(&lazy, cx.waker());
+        inner.as_mut().as_pin_mut().expect("the inner future is present until completion").poll(cx)
+    };
+    let materialized = lazy.take_node();
+    match (polled, materialized) {
+        (Poll::Ready(out), None) => {
+            entry.closed = true;
+            Poll::Ready(Some(out))
+        }
+        (Poll::Ready(out), Some(node)) => {
+            let node = entry.adopt(node).clone();
+            entry.finish(&node, out)
+        }
+        (Poll::Pending, materialized) => {
+            let node = materialized.unwrap_or_else(|| {
+                let parent = task::current_node();
+                Node::enter_deadline_scope(deadline, parent.as_ref(), cx.waker())
+            });
+            Node::arm_deadline_if_wanted(entry.adopt(node));
+            Poll::Pending
+        }
+    }
+}
+
 impl<F> fmt::Debug for Run<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Run").field("scope", &self.entry.scope).finish()
+        f.debug_struct("Run").field("scope", &self.entry).finish()
     }
 }
 
@@ -318,12 +408,13 @@ impl<F> fmt::Debug for Shield<F> {
 /// it (Trio's `move_on_after`). A scope with a relative deadline that starts counting when
 /// first polled.
 pub fn move_on_after<F: Future>(timeout: Duration, future: F) -> Run<F> {
-    CancelScope::with_timeout(timeout).run(future)
+    let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+    Run { inner: Some(future), entry: Entry::new(None, Some(LazyDeadline::AfterNanos(nanos))) }
 }
 
 /// Runs `future` until `deadline` at most: `Some(output)` or `None` (see [`move_on_after`]).
 pub fn move_on_at<F: Future>(deadline: Instant, future: F) -> Run<F> {
-    CancelScope::with_deadline(deadline).run(future)
+    Run { inner: Some(future), entry: Entry::new(None, Some(LazyDeadline::At(deadline))) }
 }
 
 /// Runs `future` for at most `timeout`: `Ok(output)`, or `Err(TimedOut)` exactly when the
@@ -356,7 +447,7 @@ impl<F: Future> Future for FailAfter<F> {
 
 impl<F> fmt::Debug for FailAfter<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FailAfter").field("scope", &self.run.entry.scope).finish()
+        f.debug_struct("FailAfter").field("scope", &self.run.entry).finish()
     }
 }
 

@@ -14,7 +14,7 @@
 //! own waker does not need to wake itself (an atomic read-modify-write on its state word); it
 //! records the request here, and the harness requeues it when the poll returns `Pending`.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 use std::task::Waker;
@@ -23,6 +23,7 @@ use super::raw::Header;
 use super::waker::is_task_waker_for;
 use crate::cancel::node::Node;
 use crate::sync::{thread_local_const, Arc};
+use crate::time::Instant;
 
 struct Frame {
     task: Cell<Option<NonNull<Header>>>,
@@ -31,6 +32,8 @@ struct Frame {
     node: Cell<*const Arc<Node>>,
     /// The waker that re-polls whoever set the frame (null: none).
     waker: Cell<*const Waker>,
+    /// The innermost lazy scope entered below `node` and not materialized yet (null: none).
+    lazy: Cell<*const LazyScope>,
 }
 
 thread_local_const! {
@@ -39,6 +42,7 @@ thread_local_const! {
         repoll: Cell::new(false),
         node: Cell::new(ptr::null()),
         waker: Cell::new(ptr::null()),
+        lazy: Cell::new(ptr::null()),
     };
 }
 
@@ -49,6 +53,7 @@ pub(crate) struct CurrentTaskGuard<'a> {
     prev_repoll: bool,
     prev_node: *const Arc<Node>,
     prev_waker: *const Waker,
+    prev_lazy: *const LazyScope,
     _borrows: PhantomData<&'a Waker>,
 }
 
@@ -67,6 +72,7 @@ impl<'a> CurrentTaskGuard<'a> {
             prev_repoll: f.repoll.replace(false),
             prev_node: f.node.replace(ptr::null()),
             prev_waker: f.waker.replace(ptr::null()),
+            prev_lazy: f.lazy.replace(ptr::null()),
             _borrows: PhantomData,
         })
     }
@@ -77,6 +83,7 @@ impl<'a> CurrentTaskGuard<'a> {
             prev_repoll: f.repoll.replace(false),
             prev_node: f.node.replace(node),
             prev_waker: f.waker.replace(waker),
+            prev_lazy: f.lazy.replace(ptr::null()),
             _borrows: PhantomData,
         })
     }
@@ -94,6 +101,7 @@ impl Drop for CurrentTaskGuard<'_> {
             f.repoll.set(self.prev_repoll);
             f.node.set(self.prev_node);
             f.waker.set(self.prev_waker);
+            f.lazy.set(self.prev_lazy);
         });
     }
 }
@@ -103,6 +111,7 @@ impl Drop for CurrentTaskGuard<'_> {
 pub(crate) struct NodeGuard<'a> {
     prev_node: *const Arc<Node>,
     prev_waker: *const Waker,
+    prev_lazy: *const LazyScope,
     _borrows: PhantomData<(&'a Arc<Node>, &'a Waker)>,
 }
 
@@ -111,6 +120,7 @@ impl<'a> NodeGuard<'a> {
         FRAME.with(|f| NodeGuard {
             prev_node: f.node.replace(node),
             prev_waker: f.waker.replace(waker),
+            prev_lazy: f.lazy.replace(ptr::null()),
             _borrows: PhantomData,
         })
     }
@@ -121,7 +131,154 @@ impl Drop for NodeGuard<'_> {
         FRAME.with(|f| {
             f.node.set(self.prev_node);
             f.waker.set(self.prev_waker);
+            f.lazy.set(self.prev_lazy);
         });
+    }
+}
+
+/// A deadline scope (`move_on_*`, `fail_*`) in its first poll, before it has a status node
+/// (DESIGN.md 3.3, 3.11). Most timeouts wrap an operation that completes at once; such a scope
+/// never needs a node: until its deadline timer is registered (when its future is first
+/// suspended) nothing can cancel it but its parent, so its cancel points read the parent's
+/// word. It gets its node (is *materialized*) the moment anything inside asks for the current
+/// node (a nested scope or nursery entering, a `Cancelled` being delivered, a leaf
+/// registering, `current_effective_deadline`), or when its first poll returns `Pending`.
+///
+/// It lives on the stack of the scope's first poll; [`LazyGuard`] makes it the frame's
+/// innermost lazy scope for the inner poll. Lazy scopes nest: materializing one materializes
+/// the lazy scopes it sits in first, outermost first, so every node is linked under its parent.
+pub(crate) struct LazyScope {
+    deadline: Instant,
+    /// The frame's node when the scope was entered: its parent, unless `outer_lazy` is set.
+    outer_node: Cell<*const Arc<Node>>,
+    /// The frame's waker when the scope was entered.
+    outer_waker: Cell<*const Waker>,
+    /// The lazy scope it was entered in (null: none, or one already materialized).
+    outer_lazy: Cell<*const LazyScope>,
+    /// The waker its first poll got: the node's owner.
+    waker: Cell<*const Waker>,
+    node: OnceCell<Arc<Node>>,
+}
+
+impl LazyScope {
+    pub(crate) fn new(deadline: Instant) -> LazyScope {
+        LazyScope {
+            deadline,
+            outer_node: Cell::new(ptr::null()),
+            outer_waker: Cell::new(ptr::null()),
+            outer_lazy: Cell::new(ptr::null()),
+            waker: Cell::new(ptr::null()),
+            node: OnceCell::new(),
+        }
+    }
+
+    /// The node, if something materialized the scope during its first poll.
+    pub(crate) fn take_node(&mut self) -> Option<Arc<Node>> {
+        self.node.take()
+    }
+
+    /// Creates the node under its parent (materializing lazy parents first) and, if the scope
+    /// is the frame's innermost, makes it the frame's node.
+    fn materialize(&self) -> &Arc<Node> {
+        if let Some(node) = self.node.get() {
+            return node;
+        }
+        // SAFETY: `outer_lazy` is set by `LazyGuard::enter` to the frame's lazy scope, which
+        // outlives this one (its guard was entered before ours and drops after it).
+        let parent = match unsafe { self.outer_lazy.get().as_ref() } {
+            Some(outer) => Some(outer.materialize()),
+            None => {
+                // SAFETY: the frame node pointer saved at entry is borrowed by a guard that
+                // outlives ours (see `with_node`).
+                match unsafe { self.outer_node.get().as_ref() } {
+                    Some(node) => Some(node),
+                    None => {
+                        let root = with_current(|header| {
+                            // SAFETY: the frame waker saved at entry is borrowed by the
+                            // `CurrentTaskGuard` that set it, which outlives ours.
+                            let waker = unsafe { self.outer_waker.get().as_ref() };
+                            header.materialize_root(waker) as *const Arc<Node>
+                        });
+                        // The root now stands for the task: restore it as the frame's node
+                        // when this (outermost) lazy scope's guard drops.
+                        if let Some(root) = root {
+                            self.outer_node.set(root);
+                        }
+                        // SAFETY: the root lives in the header of the polled task.
+                        root.map(|root| unsafe { &*root })
+                    }
+                }
+            }
+        };
+        // SAFETY: set by `LazyGuard::enter` from the waker its poll borrows for the guard's life.
+        let owner = unsafe { &*self.waker.get() };
+        let node =
+            self.node.get_or_init(|| Node::enter_deadline_scope(self.deadline, parent, owner));
+        FRAME.with(|f| {
+            if ptr::eq(f.lazy.get(), self) {
+                f.lazy.set(ptr::null());
+                f.node.set(node);
+            }
+        });
+        node
+    }
+}
+
+impl Drop for LazyScope {
+    /// Closes a node nobody took: the scope's first poll unwound.
+    fn drop(&mut self) {
+        if let Some(node) = self.node.take() {
+            Node::close(&node, false);
+        }
+    }
+}
+
+/// Makes a [`LazyScope`] the frame's innermost, and its waker the frame's, until dropped (also
+/// on unwind); then restores the frame, with the node of an enclosing lazy scope that got
+/// materialized meanwhile.
+pub(crate) struct LazyGuard<'a> {
+    lazy: &'a LazyScope,
+}
+
+impl<'a> LazyGuard<'a> {
+    pub(crate) fn enter(lazy: &'a LazyScope, waker: &'a Waker) -> LazyGuard<'a> {
+        FRAME.with(|f| {
+            lazy.outer_node.set(f.node.get());
+            lazy.outer_waker.set(f.waker.replace(waker));
+            lazy.outer_lazy.set(f.lazy.replace(lazy));
+            lazy.waker.set(waker);
+        });
+        LazyGuard { lazy }
+    }
+}
+
+impl Drop for LazyGuard<'_> {
+    fn drop(&mut self) {
+        let lazy = self.lazy;
+        FRAME.with(|f| {
+            f.waker.set(lazy.outer_waker.get());
+            let outer = lazy.outer_lazy.get();
+            // SAFETY: as in `LazyScope::materialize`.
+            match unsafe { outer.as_ref() }.and_then(|outer| outer.node.get()) {
+                Some(outer_node) => {
+                    f.node.set(outer_node);
+                    f.lazy.set(ptr::null());
+                }
+                None => {
+                    f.node.set(lazy.outer_node.get());
+                    f.lazy.set(outer);
+                }
+            }
+        });
+    }
+}
+
+/// Materializes the frame's innermost lazy scope, if any (see [`LazyScope`]).
+fn materialize_lazy() {
+    let lazy = FRAME.with(|f| f.lazy.get());
+    // SAFETY: a non-null lazy pointer is borrowed by its `LazyGuard` while it is in the frame.
+    if let Some(lazy) = unsafe { lazy.as_ref() } {
+        lazy.materialize();
     }
 }
 
@@ -169,6 +326,7 @@ pub(crate) fn is_cancelled() -> bool {
 /// first scope entered in a task, the first `Cancelled` delivered in it). `None` outside tasks
 /// and scopes.
 pub(crate) fn current_node() -> Option<Arc<Node>> {
+    materialize_lazy();
     if let Some(node) = with_node(|n| n.cloned()) {
         return Some(node);
     }
@@ -185,7 +343,12 @@ pub(crate) fn current_node() -> Option<Arc<Node>> {
 
 /// The address of the current node, to tell whether a scope moved (3.4); 0 for none. Does not
 /// create a task root: a task with none has no scope linked below it either.
+/// Inside a lazy scope not materialized yet it returns 1, no node's address, so a scope
+/// entered earlier and polled there now relinks (through `current_node`, which materializes).
 pub(crate) fn current_node_addr() -> usize {
+    if FRAME.with(|f| !f.lazy.get().is_null()) {
+        return 1;
+    }
     with_node(|n| n.map_or(0, |n| &**n as *const Node as usize))
 }
 

@@ -48,7 +48,7 @@ mod loom_models;
 
 pub(crate) use current::{
     current_id, current_node, current_node_addr, frame_waker_is, is_cancelled, wake_for_repoll,
-    woken_during_poll, CurrentTaskGuard, NodeGuard,
+    woken_during_poll, CurrentTaskGuard, LazyGuard, LazyScope, NodeGuard,
 };
 pub use error::JoinError;
 pub use id::TaskId;
