@@ -490,7 +490,7 @@ fn failure_cancellation_names_the_failing_task() {
             async move {
                 n.spawn(async { Err::<(), _>(TestError::Boom(1)) });
                 if let Err(c) = sleep(HOUR).await {
-                    *source.lock().unwrap() = Some(c.source().clone());
+                    *source.lock().unwrap() = Some((c.source().clone(), c.to_string()));
                     return Err(c.into());
                 }
                 Ok(())
@@ -498,10 +498,80 @@ fn failure_cancellation_names_the_failing_task() {
         })
         .await;
         assert_eq!(out.unwrap_err().len(), 1);
-        let source = source.lock().unwrap().take().unwrap();
+        let (source, shown) = source.lock().unwrap().take().unwrap();
         assert!(
             matches!(&source, CancelSource::Nursery { failed_task } if failed_task.starts_with("task ")),
             "{source:?}"
         );
+        assert!(
+            shown.starts_with("cancelled: nursery (task ") && !shown.contains("task task"),
+            "{shown}"
+        );
+    });
+}
+
+/// Sets its flag when dropped, after a pause that gives a nursery returning too early time to
+/// be seen doing it (the pause widens a race window; nothing asserts on its length).
+struct SlowDropGuard(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SlowDropGuard {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(20));
+        self.0.store(true, SeqCst);
+    }
+}
+
+/// A hand-written child future that completes at once and holds a guard in its fields (dropped
+/// with the future, after it returned `Ready`).
+struct ReadyHolding(#[allow(dead_code)] SlowDropGuard);
+
+impl std::future::Future for ReadyHolding {
+    type Output = Result<(), TestError>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[test]
+fn a_child_future_is_dropped_before_its_nursery_returns() {
+    // The nursery runs in `block_on`, on its own thread, so a child counted out too early lets
+    // it return while a worker is still dropping the child's future.
+    let rt = common::virtual_runtime(2);
+    rt.block_on(async {
+        use std::sync::atomic::AtomicBool;
+        // Completed: the future (and what its fields hold) is dropped before the child counts
+        // out.
+        let done = Arc::new(AtomicBool::new(false));
+        let out = nursery(|n: N| {
+            let done = done.clone();
+            async move {
+                n.spawn(ReadyHolding(SlowDropGuard(done)));
+                Ok(())
+            }
+        })
+        .await;
+        assert!(out.is_ok());
+        assert!(done.load(SeqCst), "a finished child's future outlived its nursery");
+        // Dropped while suspended in a foreign future (the cancelled root drops it).
+        let dropped = Arc::new(AtomicBool::new(false));
+        let out = nursery(|n: N| {
+            let dropped = dropped.clone();
+            async move {
+                n.spawn(async move {
+                    let _guard = SlowDropGuard(dropped);
+                    futures::future::pending::<()>().await;
+                    Ok(())
+                });
+                sleep(SEC).await?;
+                n.cancel_scope().cancel();
+                Ok(())
+            }
+        })
+        .await;
+        assert!(out.is_ok(), "{out:?}");
+        assert!(dropped.load(SeqCst), "a dropped child's future outlived its nursery");
     });
 }

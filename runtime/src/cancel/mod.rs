@@ -147,10 +147,26 @@ impl LeafWaiter {
     /// Called by a leaf about to return `Pending`: registers (or refreshes) its waker when
     /// needed, then re-checks. `Err` if the leaf is cancelled after all: it must then undo what
     /// it did in this poll and return the error.
+    ///
+    /// Order (the one `cancel/loom_models.rs` checks, "waiter registration racing cancel"):
+    /// register or refresh the waker under the node's lock, *then* re-read the cancel bit. A
+    /// cancel that marked the node before that lock sees the bit set by then; one after it
+    /// collects the waker just stored.
     pub(crate) fn before_pending(&mut self, waker: &Waker) -> Result<(), Cancelled> {
         if let Some((node, slot)) = &self.registered {
-            node.update_waiter(*slot, waker);
-            return Ok(());
+            if &**node as *const Node as usize == task::current_node_addr() {
+                node.update_waiter(*slot, waker);
+                // Re-check: a cancel between this poll's first check and the update woke the
+                // waker that was stored before, which may not reach this poll.
+                if node.is_effective() {
+                    self.clear();
+                    return Err(Cancelled::deliver());
+                }
+                return Ok(());
+            }
+            // The leaf is polled under another node now (3.4: a stored `Sleep`, a
+            // `JoinHandle` joined again later): the old registration would not reach it.
+            self.clear();
         }
         if task::frame_waker_is(waker) {
             return Ok(());
@@ -165,7 +181,14 @@ impl LeafWaiter {
         Ok(())
     }
 
-    /// Deregisters (the leaf completed).
+    /// Whether a waker is registered (a leaf that keeps its `LeafWaiter` behind a lock reads
+    /// this to skip the lock on its next completion).
+    pub(crate) fn is_registered(&self) -> bool {
+        self.registered.is_some()
+    }
+
+    /// Deregisters (the leaf completed). Free when nothing is registered.
+    #[inline]
     pub(crate) fn clear(&mut self) {
         if let Some((node, slot)) = self.registered.take() {
             node.remove_waiter(slot);
@@ -192,7 +215,7 @@ impl fmt::Display for Cancelled {
             CancelSource::Explicit => f.write_str("explicit")?,
             CancelSource::Deadline => f.write_str("deadline")?,
             CancelSource::Nursery { failed_task } => {
-                write!(f, "nursery (task {failed_task} failed)")?
+                write!(f, "nursery ({failed_task} failed)")?
             }
             CancelSource::Shutdown => f.write_str("shutdown")?,
         }

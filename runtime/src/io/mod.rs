@@ -7,4 +7,5 @@ pub(crate) mod reactor;
 pub(crate) mod scheduled_io;
 
 pub use async_io::Async;
+pub(crate) use async_io::Leaf;
 pub(crate) use scheduled_io::Direction;

@@ -56,7 +56,7 @@ impl Direction {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Direction::Read => 0,
             Direction::Write => 1,

@@ -53,11 +53,14 @@ fn lookup(host: String, port: Option<u16>) -> Resolve {
         });
         match job.await {
             Ok(result) => result,
-            // The resolving task was cancelled while it waited: report that, as a cancel
-            // point does (the lookup finishes in the background and is dropped).
-            Err(e) if e.is_interrupted() => Err(crate::Cancelled::for_current_task()
-                .map_or_else(|| io::Error::other(e), io::Error::from)),
-            Err(e) => Err(io::Error::other(e)),
+            // The resolving task was cancelled while it waited (also under a foreign
+            // multiplexer: the join is a leaf, DESIGN.md 3.5): report the joiner's own
+            // `Cancelled`, as a cancel point does (the lookup finishes in the background and is
+            // dropped).
+            Err(e) => Err(match e.try_into_cancelled() {
+                Ok(cancelled) => io::Error::from(cancelled),
+                Err(e) => io::Error::other(e),
+            }),
         }
     })
 }

@@ -11,7 +11,8 @@ use futures_core::Stream;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::addr::{each_addr, ToSocketAddrs};
-use crate::io::Async;
+use crate::cancel::LeafWaiter;
+use crate::io::{Async, Leaf};
 
 /// A TCP socket listening for connections.
 ///
@@ -64,7 +65,7 @@ impl TcpListener {
 
     /// The incoming connections, as a `Stream` (it never ends; an accept error is an item).
     pub fn incoming(&self) -> Incoming<'_> {
-        Incoming { listener: self, slot: None }
+        Incoming { listener: self, slot: None, leaf: LeafWaiter::default() }
     }
 
     /// The address the listener is bound to.
@@ -99,6 +100,8 @@ impl TcpListener {
 pub struct Incoming<'a> {
     listener: &'a TcpListener,
     slot: Option<usize>,
+    /// Reaches a pending `next()` under a foreign multiplexer (DESIGN.md 3.5).
+    leaf: LeafWaiter,
 }
 
 impl Stream for Incoming<'_> {
@@ -109,6 +112,7 @@ impl Stream for Incoming<'_> {
         let accepted = std::task::ready!(this.listener.inner.poll_io(
             crate::io::Direction::Read,
             &mut this.slot,
+            &mut Leaf::Own(&mut this.leaf),
             cx,
             |l| l.accept()
         ));
@@ -119,6 +123,7 @@ impl Stream for Incoming<'_> {
 impl Drop for Incoming<'_> {
     fn drop(&mut self) {
         self.listener.inner.forget_waiter(crate::io::Direction::Read, self.slot.take());
+        // `leaf` deregisters itself when dropped.
     }
 }
 

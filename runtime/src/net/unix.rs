@@ -11,7 +11,8 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::io::{Async, Direction};
+use crate::cancel::LeafWaiter;
+use crate::io::{Async, Direction, Leaf};
 
 /// A Unix socket listening for connections.
 #[derive(Debug)]
@@ -33,7 +34,7 @@ impl UnixListener {
 
     /// The incoming connections, as a `Stream` (it never ends; an accept error is an item).
     pub fn incoming(&self) -> UnixIncoming<'_> {
-        UnixIncoming { listener: self, slot: None }
+        UnixIncoming { listener: self, slot: None, leaf: LeafWaiter::default() }
     }
 
     /// The address the listener is bound to.
@@ -53,6 +54,8 @@ impl UnixListener {
 pub struct UnixIncoming<'a> {
     listener: &'a UnixListener,
     slot: Option<usize>,
+    /// Reaches a pending `next()` under a foreign multiplexer (DESIGN.md 3.5).
+    leaf: LeafWaiter,
 }
 
 impl Stream for UnixIncoming<'_> {
@@ -63,6 +66,7 @@ impl Stream for UnixIncoming<'_> {
         let accepted = std::task::ready!(this.listener.inner.poll_io(
             Direction::Read,
             &mut this.slot,
+            &mut Leaf::Own(&mut this.leaf),
             cx,
             |l| l.accept()
         ));
@@ -73,6 +77,7 @@ impl Stream for UnixIncoming<'_> {
 impl Drop for UnixIncoming<'_> {
     fn drop(&mut self) {
         self.listener.inner.forget_waiter(Direction::Read, self.slot.take());
+        // `leaf` deregisters itself when dropped.
     }
 }
 

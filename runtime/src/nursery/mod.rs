@@ -289,7 +289,7 @@ impl<E: From<Cancelled> + fmt::Debug + Send + 'static> Nursery<E> {
         T: Send + 'static,
     {
         self.inner.admit()?;
-        let child = Child { future, inner: Some(self.inner.clone()), start: None };
+        let child = Child { future: Some(future), inner: Some(self.inner.clone()), start: None };
         let (join, _root) = self.inner.handle.spawn_under(child, &self.inner.node);
         Ok(TaskHandle { join })
     }
@@ -302,9 +302,12 @@ impl<E: From<Cancelled> + fmt::Debug + Send + 'static> Nursery<E> {
 
 pin_project! {
     /// A child task's future: runs the user's future and files its outcome with the nursery.
+    /// The child is counted out only after the user's future is dropped, so nothing a child
+    /// holds outlives its nursery.
     struct Child<F, E> {
+        // `None` once finished or dropped: dropped before the child is counted out.
         #[pin]
-        future: F,
+        future: Option<F>,
         // `None` once the outcome is filed.
         inner: Option<Arc<Inner<E>>>,
         // A `start` child: until `started`, its outcome goes to the `start` caller instead.
@@ -314,15 +317,30 @@ pin_project! {
     impl<F, E> PinnedDrop for Child<F, E> {
         fn drop(this: Pin<&mut Self>) {
             // Dropped before it finished (its root dropped it: cancelled): nothing to file.
-            let this = this.project();
+            let mut this = this.project();
             if let Some(inner) = this.inner.take() {
-                match this.start.as_ref() {
-                    Some(core) if !core.is_started_or_end() => {
-                        core.deliver_early(Early::Dropped);
-                        inner.start_ended();
-                    }
-                    _ => inner.child_ended(),
+                // Drop the user's future first (a panic in its drop still counts the child
+                // out: `inner` is a local now, and `OnDrop` runs during the unwind).
+                let ended = OnDrop(Some((inner, this.start.take())));
+                this.future.set(None);
+                drop(ended);
+            }
+        }
+    }
+}
+
+/// Counts a dropped child out of its nursery when dropped, also during an unwind.
+struct OnDrop<E>(Option<(Arc<Inner<E>>, Option<Arc<StartCore<E>>>)>);
+
+impl<E> Drop for OnDrop<E> {
+    fn drop(&mut self) {
+        if let Some((inner, start)) = self.0.take() {
+            match start {
+                Some(core) if !core.is_started_or_end() => {
+                    core.deliver_early(Early::Dropped);
+                    inner.start_ended();
                 }
+                _ => inner.child_ended(),
             }
         }
     }
@@ -346,18 +364,30 @@ where
     type Output = Result<T, ChildEnd>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let future = this.future;
-        let polled = catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
+        let mut this = self.project();
+        let mut future = this.future;
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            future.as_mut().as_pin_mut().expect("a child is not polled after it finished").poll(cx)
+        }));
         let polled = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(result)) => Ok(result),
             Err(payload) => Err(payload),
         };
+        // Done: drop the future now, before the nursery can see the child end.
         let inner = this.inner.take().expect("a child is not polled after it finished");
+        let start = this.start.take();
+        let dropped = catch_unwind(AssertUnwindSafe(|| future.set(None)));
+        let polled = match (polled, dropped) {
+            (Ok(result), Err(payload)) => {
+                drop(result);
+                Err(payload)
+            }
+            (polled, _) => polled,
+        };
         // A `start` child that ends before `started`: its outcome is the `start` caller's
         // (4.8), and it never counted as a child of the nursery.
-        if let Some(core) = this.start.as_ref() {
+        if let Some(core) = start {
             if !core.is_started_or_end() {
                 let (early, out) = match polled {
                     Ok(Ok(value)) => (Early::Returned, Ok(value)),

@@ -225,8 +225,11 @@ impl<E: From<Cancelled> + fmt::Debug + Send + 'static> Nursery<E> {
             value: value.clone(),
             promote: Box::new(Promoter { core: core.clone(), inner: self.inner.clone() }),
         };
-        let child =
-            Child { future: f(status), inner: Some(self.inner.clone()), start: Some(core.clone()) };
+        let child = Child {
+            future: Some(f(status)),
+            inner: Some(self.inner.clone()),
+            start: Some(core.clone()),
+        };
         let (join, root) = self.inner.handle.spawn_under(child, &guard.node);
         drop(join);
         // The child may already have called `started` (on another worker) before its root
