@@ -6,8 +6,10 @@
 //! Each node has one atomic word, read without a lock: `EFFECTIVE` (the node is effectively
 //! cancelled: its own scope was cancelled, or its parent is effectively cancelled and it is not
 //! shielded), `SETTLED` (the change that set `EFFECTIVE` has finished waking what it must wake,
-//! see below) and a generation that changes with every change of `EFFECTIVE`. A cancel point
-//! does one relaxed load of its current node's word (`task::current`).
+//! see below), `INHERITED` (effective, and its parent is effective and it is not shielded: the
+//! cancellation it sees is owned further up, 3.7) and a generation that changes with every
+//! change of `EFFECTIVE`. A cancel point does one relaxed load of its current node's word
+//! (`task::current`); a nursery classifying a child's `Err` reads two words (4.4).
 //!
 //! # Protocol (the `TREE` lock)
 //!
@@ -36,8 +38,18 @@
 //!
 //! A `Cancelled` records the node current when it was delivered, and that node counts it
 //! (`live`). A node that closes without catching forwards: its count moves to its parent and
-//! later clones and drops follow the `forward` link. All of it under `TREE`. A node that caught
-//! keeps no forward link: values left alive are inert.
+//! later clones and drops follow the `forward` link. A node that caught keeps no forward link:
+//! values left alive are inert.
+//!
+//! Counting takes node locks only, not `TREE` (a cancelled child delivers, drops and
+//! classifies its `Cancelled` without touching the global lock): a clone, drop or delivery
+//! walks the `forward` chain hand over hand (one node lock at a time) and changes the count
+//! of the first node without a `forward` link, under that node's lock. A closing node, under
+//! its own lock (and `TREE`), adds its count to the end of its parent's chain *before* it
+//! sets its own `forward` and releases its lock (child before ancestor: the lock order of the
+//! whole tree). So a walker either changes the count while it is still here (and it moves
+//! with the rest), or finds the link and moves on to where the count went: nothing is lost or
+//! counted twice.
 
 use std::borrow::Cow;
 use std::task::Waker;
@@ -54,7 +66,10 @@ use crate::time::Instant;
 
 const EFFECTIVE: u64 = 1;
 const SETTLED: u64 = 2;
-const GENERATION: u64 = 4;
+const INHERITED: u64 = 4;
+const GENERATION: u64 = 8;
+/// The bits below the generation.
+const FLAGS: u64 = EFFECTIVE | SETTLED | INHERITED;
 
 /// What a node stands for; decides whether it is a guard (3.10) and where a task ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +83,17 @@ pub(crate) enum Kind {
     /// A pending `start`: always a guard while open.
     #[allow(dead_code)] // nurseries arrive next (issue 4)
     Start,
+}
+
+/// See [`Node::classify_child_end`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChildEndClass {
+    /// No live `Cancelled` counted at the root, or nothing effectively cancelled.
+    NoCancellation,
+    /// The child's own root or its nursery owns the cancellation.
+    OwnedByTaskOrNursery,
+    /// A scope enclosing the nursery owns it.
+    OwnedAbove,
 }
 
 /// Why a node was cancelled: the first cause sticks (3.7).
@@ -182,7 +208,7 @@ impl Wakeups {
             leaf.wake();
         }
         for (node, word) in &self.settle {
-            let _ = node.word.compare_exchange(*word, word | SETTLED, AcqRel, Relaxed);
+            node.settle(*word);
         }
         for owner in self.owners {
             owner.wake();
@@ -218,6 +244,19 @@ impl Node {
                 forward: None,
             }),
         })
+    }
+
+    /// Step 3: sets `SETTLED` if the word still has the generation (and `EFFECTIVE`) stored
+    /// in step 1 as `marked`; `INHERITED` may have changed meanwhile, it does not matter here.
+    fn settle(&self, marked: u64) {
+        let same = |word: u64| word & !(SETTLED | INHERITED) == marked & !(SETTLED | INHERITED);
+        let mut word = self.word.load(Relaxed);
+        while same(word) && word & SETTLED == 0 {
+            match self.word.compare_exchange(word, word | SETTLED, AcqRel, Relaxed) {
+                Ok(_) => return,
+                Err(current) => word = current,
+            }
+        }
     }
 
     /// The cancel-point check (3.3): one relaxed load.
@@ -315,6 +354,34 @@ impl Node {
             let _tree = tree();
             Node::attach(&node, parent);
             Node::recompute(&node, &mut wakeups);
+        }
+        wakeups.run();
+        node
+    }
+
+    /// Creates a task's root node, entered under `parent` (a nursery's node; `None` for a
+    /// task spawned on its own), with `owner` (the task's waker) set before anyone can see it.
+    /// If `wake_owner` is false the owner is not woken by this link even if `parent` is
+    /// cancelled: the task is not queued yet, and its first poll sees the bit.
+    pub(crate) fn enter_task_root(
+        parent: Option<&Arc<Node>>,
+        owner: Option<&Waker>,
+        wake_owner: bool,
+    ) -> Arc<Node> {
+        let node = Node::new(Kind::TaskRoot);
+        {
+            let mut s = node.state.lock();
+            s.entered = true;
+            s.owner = owner.cloned();
+        }
+        let mut wakeups = Wakeups::default();
+        {
+            let _tree = tree();
+            Node::attach(&node, parent);
+            Node::recompute(&node, &mut wakeups);
+        }
+        if !wake_owner {
+            wakeups.owners.clear();
         }
         wakeups.run();
         node
@@ -502,40 +569,60 @@ impl Node {
         self.state.lock().caught
     }
 
-    /// Under `TREE`: step 1 of the protocol for the subtree of `self`.
+    /// Under `TREE`: step 1 of the protocol for the subtree of `self`. Iterative; the stack is
+    /// allocated only if some node has children to visit.
     fn recompute(this: &Arc<Node>, wakeups: &mut Wakeups) {
         let parent_effective = {
             let s = this.state.lock();
             s.parent.as_ref().is_some_and(|p| p.is_effective())
         };
-        let mut stack = vec![(this.clone(), parent_effective, true)];
-        while let Some((node, parent_effective, force_descend)) = stack.pop() {
-            let s = node.state.lock();
-            let effective = s.cause.is_some() || (parent_effective && !s.shielded);
-            let mut old = node.word.load(Relaxed);
-            let changed = (old & EFFECTIVE != 0) != effective;
-            if changed {
-                // A read-modify-write, not a plain store: a settle (step 3, outside `TREE`)
-                // may race it; only `SETTLED` can change under us, and it is cleared anyway.
-                let new = loop {
-                    let generation = (old & !(EFFECTIVE | SETTLED)) + GENERATION;
-                    let new = generation | if effective { EFFECTIVE } else { 0 };
-                    match node.word.compare_exchange(old, new, Release, Relaxed) {
-                        Ok(_) => break new,
-                        Err(current) => old = current,
-                    }
-                };
-                if effective {
-                    wakeups.leaves.extend(s.waiters.iter().cloned());
-                    wakeups.owners.extend(s.owner.iter().cloned());
-                    wakeups.settle.push((node.clone(), new));
+        let mut stack = Vec::new();
+        Node::recompute_one(this, parent_effective, true, &mut stack, wakeups);
+        while let Some((node, parent_effective)) = stack.pop() {
+            Node::recompute_one(&node, parent_effective, false, &mut stack, wakeups);
+        }
+    }
+
+    /// Under `TREE`: recomputes one node's bit; pushes its children if it changed (or if
+    /// `force_descend`: the node the change started at).
+    fn recompute_one(
+        node: &Arc<Node>,
+        parent_effective: bool,
+        force_descend: bool,
+        stack: &mut Vec<(Arc<Node>, bool)>,
+        wakeups: &mut Wakeups,
+    ) {
+        let s = node.state.lock();
+        let effective = s.cause.is_some() || (parent_effective && !s.shielded);
+        let inherited = if effective && parent_effective && !s.shielded { INHERITED } else { 0 };
+        let mut old = node.word.load(Relaxed);
+        let changed = (old & EFFECTIVE != 0) != effective;
+        // Read-modify-writes, not plain stores: a settle (step 3, outside `TREE`) may race
+        // them; only `SETTLED` can change under us.
+        if changed {
+            let new = loop {
+                let generation = (old & !FLAGS) + GENERATION;
+                let new = generation | inherited | if effective { EFFECTIVE } else { 0 };
+                match node.word.compare_exchange(old, new, Release, Relaxed) {
+                    Ok(_) => break new,
+                    Err(current) => old = current,
                 }
+            };
+            if effective {
+                wakeups.leaves.extend(s.waiters.iter().cloned());
+                wakeups.owners.extend(s.owner.iter().cloned());
+                wakeups.settle.push((node.clone(), new));
             }
-            if changed || force_descend {
-                for child in s.children.iter() {
-                    stack.push((child.clone(), effective, false));
-                }
+        } else if old & INHERITED != inherited {
+            // Same bit, another owner (a shield toggled, the parent cancelled too): no wake-up.
+            while let Err(current) =
+                node.word.compare_exchange(old, (old & !INHERITED) | inherited, Release, Relaxed)
+            {
+                old = current;
             }
+        }
+        if changed || force_descend {
+            stack.extend(s.children.iter().map(|child| (child.clone(), effective)));
         }
     }
 
@@ -597,17 +684,18 @@ impl Node {
             owner = s.owner.take();
             waiters = s.waiters.take_all(); // leftover leaf wakers are dropped, not woken
             let live = std::mem::take(&mut s.live);
-            drop(s);
-            parent = this.detach();
-            if let Some(parent) = &parent {
-                if !caught {
-                    // Later clones and drops of values counted here follow the link (3.8).
-                    this.state.lock().forward = Some(parent.clone());
+            if !caught {
+                if let Some(parent) = s.parent.clone() {
+                    // Count first, link second (see the module doc).
                     if live > 0 {
-                        Node::forwarded(parent).state.lock().live += live;
+                        Node::add_live(&parent, live as isize);
                     }
+                    // Later clones and drops of values counted here follow the link (3.8).
+                    s.forward = Some(parent);
                 }
             }
+            drop(s);
+            parent = this.detach();
             // Children still linked (a scope dropped around a running nursery cannot happen:
             // nurseries are guards; a task root's in-task nodes close before it) are left to
             // close themselves; they keep their parent link until then.
@@ -652,8 +740,7 @@ impl Node {
     /// A `Cancelled` is being delivered at this node: counts it and returns the cause of the
     /// cancellation it sees (from the nearest cancelled scope up to the nearest shield).
     pub(crate) fn deliver(this: &Arc<Node>) -> Cause {
-        let _tree = tree();
-        this.state.lock().live += 1;
+        Node::add_live(this, 1);
         let mut node = this.clone();
         loop {
             let s = node.state.lock();
@@ -670,23 +757,66 @@ impl Node {
         Cause { source: CancelSource::Explicit, reason: None }
     }
 
-    /// Under `TREE`: the node that counts values recorded at `this` (the end of its forward
-    /// chain).
-    fn forwarded(this: &Arc<Node>) -> Arc<Node> {
-        let mut node = this.clone();
+    /// Adds `delta` to the live count of the node that counts values recorded at `this`: the
+    /// end of its `forward` chain, walked hand over hand (see the module doc). No `TREE`; may
+    /// be called with the lock of a descendant of `this` held (child before ancestor).
+    fn add_live(this: &Arc<Node>, delta: isize) {
+        let mut next = {
+            let mut s = this.state.lock();
+            match s.forward.clone() {
+                None => {
+                    s.live = s.live.saturating_add_signed(delta);
+                    return;
+                }
+                Some(next) => next,
+            }
+        };
         loop {
-            let next = node.state.lock().forward.clone();
-            match next {
-                Some(next) => node = next,
-                None => return node,
+            let mut s = next.state.lock();
+            match s.forward.clone() {
+                None => {
+                    s.live = s.live.saturating_add_signed(delta);
+                    return;
+                }
+                Some(further) => {
+                    drop(s);
+                    next = further;
+                }
             }
         }
     }
 
     /// The node that owns the cancellation seen at `this` (3.7): the outermost effectively
     /// cancelled node up to the nearest shield. `None` if `this` is not effectively cancelled.
+    #[cfg(all(test, loom))]
     pub(crate) fn owner(this: &Arc<Node>) -> Option<Arc<Node>> {
         let _tree = tree();
+        Node::owner_locked(this)
+    }
+
+    /// How a child task's `Err` is classified (4.4), from its root `root`, linked under its
+    /// nursery's node `nursery`: whether a `Cancelled` is counted live at the root (an open
+    /// node: nothing is forwarded from it), and if so who owns the cancellation. Reads the
+    /// root's lock and two words; no walk, no `TREE`. A change racing the classification
+    /// gives either answer, as it would a moment earlier or later.
+    pub(crate) fn classify_child_end(root: &Arc<Node>, nursery: &Arc<Node>) -> ChildEndClass {
+        if root.state.lock().live == 0 {
+            return ChildEndClass::NoCancellation;
+        }
+        let root_word = root.word.load(Acquire);
+        if root_word & EFFECTIVE == 0 {
+            return ChildEndClass::NoCancellation;
+        }
+        if root_word & INHERITED == 0 || nursery.word.load(Acquire) & INHERITED == 0 {
+            ChildEndClass::OwnedByTaskOrNursery
+        } else {
+            ChildEndClass::OwnedAbove
+        }
+    }
+
+    /// See [`Node::owner`]; one node lock at a time.
+    #[cfg(all(test, loom))]
+    fn owner_locked(this: &Arc<Node>) -> Option<Arc<Node>> {
         if !this.is_effective() {
             return None;
         }
@@ -712,25 +842,11 @@ impl Node {
 
     /// A live `Cancelled` recorded at `self` was cloned (`+1`) or dropped (`-1`).
     pub(crate) fn adjust_live(this: &Arc<Node>, up: bool) {
-        let _tree = tree();
-        let mut node = this.clone();
-        loop {
-            let mut s = node.state.lock();
-            if let Some(next) = s.forward.clone() {
-                drop(s);
-                node = next;
-                continue;
-            }
-            if up {
-                s.live += 1;
-            } else {
-                s.live = s.live.saturating_sub(1);
-            }
-            return;
-        }
+        Node::add_live(this, if up { 1 } else { -1 });
     }
 
-    /// Live `Cancelled` values counted at this node (nursery classification, 4.4).
+    /// Live `Cancelled` values counted at this node (the loom models check the counts).
+    #[cfg(all(test, loom))]
     pub(crate) fn live(&self) -> usize {
         let _tree = tree();
         self.state.lock().live

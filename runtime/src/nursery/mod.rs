@@ -36,7 +36,7 @@ use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 
-use crate::cancel::node::{Cause, Kind, Node};
+use crate::cancel::node::{Cause, ChildEndClass, Kind, Node};
 use crate::cancel::scope::CancelScope;
 use crate::sync::{Arc, Mutex};
 use crate::task::{self, JoinError, JoinHandle};
@@ -159,13 +159,10 @@ enum Class {
 /// 4.4: an `Err` is a cancellation iff its node counts a live `Cancelled`; stripped if the
 /// nursery or the task itself owns it, passed through otherwise.
 fn classify(node: &Arc<Node>, nursery: &Arc<Node>) -> Class {
-    if node.live() == 0 {
-        return Class::Genuine;
-    }
-    match Node::owner(node) {
-        None => Class::Genuine,
-        Some(owner) if Arc::ptr_eq(&owner, node) || Arc::ptr_eq(&owner, nursery) => Class::Stripped,
-        Some(_) => Class::PassThrough,
+    match Node::classify_child_end(node, nursery) {
+        ChildEndClass::NoCancellation => Class::Genuine,
+        ChildEndClass::OwnedByTaskOrNursery => Class::Stripped,
+        ChildEndClass::OwnedAbove => Class::PassThrough,
     }
 }
 
@@ -364,7 +361,7 @@ where
     type Output = Result<T, ChildEnd>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         let mut future = this.future;
         let polled = catch_unwind(AssertUnwindSafe(|| {
             future.as_mut().as_pin_mut().expect("a child is not polled after it finished").poll(cx)
@@ -408,20 +405,27 @@ fn file_outcome<T, E: fmt::Debug>(
     inner: &Inner<E>,
     polled: Result<Result<T, E>, Box<dyn Any + Send>>,
 ) -> Result<T, ChildEnd> {
-    let name = task_name();
     let out = match polled {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
             let root = task::current_node().expect("a child runs in a task");
-            let class = classify(&root, &inner.node);
-            inner.file(name, error, class);
-            match class {
-                Class::Genuine => Err(ChildEnd::Failed),
-                Class::Stripped | Class::PassThrough => Err(ChildEnd::Cancelled),
+            match classify(&root, &inner.node) {
+                // The common end of a cancelled child: nothing to file, no name to format.
+                Class::Stripped => {
+                    drop(error);
+                    Err(ChildEnd::Cancelled)
+                }
+                class => {
+                    inner.file(task_name(), error, class);
+                    match class {
+                        Class::Genuine => Err(ChildEnd::Failed),
+                        Class::Stripped | Class::PassThrough => Err(ChildEnd::Cancelled),
+                    }
+                }
             }
         }
         Err(payload) => {
-            inner.file_panic(name, payload);
+            inner.file_panic(task_name(), payload);
             Err(ChildEnd::Panicked)
         }
     };

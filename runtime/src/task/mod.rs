@@ -134,14 +134,11 @@ where
     F::Output: Send + 'static,
     S: Schedule,
 {
-    use crate::cancel::node::{Kind, Node};
+    use crate::cancel::node::Node;
     let (task, notified, join) = new_task(future, scheduler, id);
-    let root = Node::new(Kind::TaskRoot);
-    // Linked without an owner first: linking under a cancelled parent must not wake a task
-    // that is not queued yet. The owner (the task's waker, one reference, released when the
-    // root closes at completion) is set right after.
-    Node::enter(&root, Some(parent), None);
-    root.set_owner(&waker::waker_ref(task.header()));
+    // The owner is the task's waker (one reference, released when the root closes at
+    // completion); linking under a cancelled parent does not wake it: it is not queued yet.
+    let root = Node::enter_task_root(Some(parent), Some(&waker::waker_ref(task.header())), false);
     task.header().install_root(root.clone());
     (task, notified, join, root)
 }

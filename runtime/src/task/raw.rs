@@ -16,7 +16,7 @@ use super::harness::Harness;
 use super::id::TaskId;
 use super::state::State;
 use super::Schedule;
-use crate::cancel::node::{Kind, Node};
+use crate::cancel::node::Node;
 use crate::sync::atomic::{
     fence, AtomicBool, AtomicU64,
     Ordering::{Acquire, Relaxed, Release, SeqCst},
@@ -92,9 +92,7 @@ impl Header {
         if let Some(root) = self.root_node() {
             return root;
         }
-        let node = Node::new(Kind::TaskRoot);
-        Node::enter(&node, None, owner);
-        let root = self.install_root(node);
+        let root = self.install_root(Node::enter_task_root(None, owner, true));
         fence(SeqCst);
         if self.state.is_cancelled_relaxed() {
             Node::cancel(root, crate::cancel::task_cancel_cause());
