@@ -472,12 +472,37 @@ fn the_nursery_scope_can_be_cancelled_and_the_body_is_dropped_at_once() {
             })
             .await;
         assert_eq!(Instant::now() - t0, SEC);
-        // The outer scope owns the cancellation; the body's group is a pass-through.
-        match out {
-            None => {}
-            Some(Err(g)) => assert!(g.is_cancellation()),
-            Some(Ok(())) => panic!("the body never returns"),
-        }
+        // The outer scope owns the cancellation; the body's group is a pass-through, which
+        // the outer scope catches.
+        assert!(out.is_none(), "the outer scope catches the pass-through: {out:?}");
+        assert!(scope.cancelled_caught());
+    });
+}
+
+#[test]
+fn a_start_child_that_started_as_its_callers_timeout_fired_is_not_dropped() {
+    // The caller's timeout fires while the child sits in a shield; in the same poll the child
+    // calls `started` and moves under the nursery, which nobody cancelled: its next `Pending`
+    // must not drop it (the settled word read when that poll began is stale), and its error
+    // reaches the group.
+    common::on_virtual(|| async {
+        let out = nursery(|n: N| async move {
+            let _ = move_on_after(SEC, async {
+                n.start(|status: TaskStatus<()>| async move {
+                    shield(sleep(2 * SEC)).await.unwrap();
+                    status.started(());
+                    sleep(SEC).await?;
+                    Err(TestError::Boom(1))
+                })
+                .await
+            })
+            .await;
+            Ok(())
+        })
+        .await;
+        let group = out.expect_err("the started child's failure is reported");
+        assert_eq!(group.len(), 1);
+        assert!(matches!(group.iter().next(), Some(TestError::Boom(1))), "{group}");
     });
 }
 

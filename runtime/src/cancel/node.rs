@@ -642,7 +642,11 @@ impl Node {
         let s = self.state.lock();
         // A task root and a nursery drop whenever they are effectively cancelled (3.10); a
         // scope only when it owns the cancellation (an outer dropper will catch otherwise).
-        let owns = matches!(s.kind, Kind::TaskRoot | Kind::Nursery) || self.owns(&s);
+        // Still cancelled *now*: the settled word read when the poll began may be stale (a
+        // `start` child that called `started` in this poll moved under a nursery that is not
+        // cancelled; a shield went up).
+        let owns = (matches!(s.kind, Kind::TaskRoot | Kind::Nursery) && self.is_effective())
+            || self.owns(&s);
         if !owns {
             return false;
         }

@@ -287,7 +287,7 @@ impl<E: From<Cancelled> + fmt::Debug + Send + 'static> Nursery<E> {
     {
         self.inner.admit()?;
         let child = Child { future: Some(future), inner: Some(self.inner.clone()), start: None };
-        let (join, _root) = self.inner.handle.spawn_under(child, &self.inner.node);
+        let join = self.inner.handle.spawn_under(child, &self.inner.node, |_| {});
         Ok(TaskHandle { join })
     }
 
@@ -382,6 +382,12 @@ where
             }
             (polled, _) => polled,
         };
+        // The task's root: the harness closes it after this returns, but the outcome is seen
+        // by others (the nursery, the `start` caller) before that; so it is closed here first,
+        // after classifying, and the live `Cancelled` values it counts move up to where they
+        // are caught before anyone can return them (3.8). Closing is idempotent: the harness
+        // gets the same answer.
+        let root = task::current_node().expect("a child runs in a task");
         // A `start` child that ends before `started`: its outcome is the `start` caller's
         // (4.8), and it never counted as a child of the nursery.
         if let Some(core) = start {
@@ -391,25 +397,31 @@ where
                     Ok(Err(error)) => (Early::Failed(error), Err(ChildEnd::Failed)),
                     Err(payload) => (Early::Panicked(payload), Err(ChildEnd::Panicked)),
                 };
+                Node::close(&root, false);
                 core.deliver_early(early);
                 inner.start_ended();
                 return Poll::Ready(out);
             }
         }
-        Poll::Ready(file_outcome(&inner, polled))
+        Poll::Ready(file_outcome(&inner, &root, polled))
     }
 }
 
 /// Files a finished child's outcome with its nursery and counts it out.
 fn file_outcome<T, E: fmt::Debug>(
     inner: &Inner<E>,
+    root: &Arc<Node>,
     polled: Result<Result<T, E>, Box<dyn Any + Send>>,
 ) -> Result<T, ChildEnd> {
+    let class = match &polled {
+        Ok(Err(_)) => Some(classify(root, &inner.node)),
+        _ => None,
+    };
+    Node::close(root, false);
     let out = match polled {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
-            let root = task::current_node().expect("a child runs in a task");
-            match classify(&root, &inner.node) {
+            match class.expect("classified above") {
                 // The common end of a cancelled child: nothing to file, no name to format.
                 Class::Stripped => {
                     drop(error);

@@ -230,24 +230,14 @@ impl<E: From<Cancelled> + fmt::Debug + Send + 'static> Nursery<E> {
             inner: Some(self.inner.clone()),
             start: Some(core.clone()),
         };
-        let (join, root) = self.inner.handle.spawn_under(child, &guard.node);
+        // The child's root goes to the core before the task can run: `started` moves it under
+        // the nursery itself, whenever it is called (the loom model
+        // `nursery::loom_models::started_racing_caller_cancel` found the window when the
+        // hand-over came after the spawn).
+        let join = self.inner.handle.spawn_under(child, &guard.node, |root| {
+            core.state.lock().root = Some(root.clone());
+        });
         drop(join);
-        // The child may already have called `started` (on another worker) before its root
-        // was handed over: then the move under the nursery happens here.
-        let move_now = {
-            let mut state = core.state.lock();
-            if state.started {
-                true
-            } else {
-                if !state.ended {
-                    state.root = Some(root.clone());
-                }
-                false
-            }
-        };
-        if move_now {
-            Node::relink(&root, Some(&self.inner.node));
-        }
         // Not a cancel point: a cancel of the caller reaches the child, which then ends.
         let outcome = std::future::poll_fn(|cx| {
             let mut state = core.state.lock();

@@ -151,21 +151,23 @@ impl Handle {
         join
     }
 
-    /// Spawns a task whose root status node is a child of `parent` (a nursery's node); returns
-    /// the root as well.
+    /// Spawns a task whose root status node is a child of `parent` (a nursery's node);
+    /// `before_submit` sees the root before the task can run anywhere.
     pub(crate) fn spawn_under<F>(
         &self,
         future: F,
         parent: &Arc<crate::cancel::node::Node>,
-    ) -> (JoinHandle<F::Output>, Arc<crate::cancel::node::Node>)
+        before_submit: impl FnOnce(&Arc<crate::cancel::node::Node>),
+    ) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let (task, notified, join, root) =
             task::new_task_under(future, self.clone(), TaskId::next(), parent);
+        before_submit(&root);
         self.submit_new(task, notified);
-        (join, root)
+        join
     }
 
     fn submit_new(&self, task: task::Task<Handle>, notified: task::Notified<Handle>) {
