@@ -57,7 +57,7 @@ use std::task::Waker;
 use super::CancelSource;
 use crate::scheduler::Handle;
 use crate::sync::atomic::{
-    AtomicBool, AtomicU64,
+    AtomicBool, AtomicU32, AtomicU64,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 use crate::sync::{arc_waker, Arc, Mutex, MutexGuard};
@@ -70,6 +70,11 @@ const INHERITED: u64 = 4;
 const GENERATION: u64 = 8;
 /// The bits below the generation.
 const FLAGS: u64 = EFFECTIVE | SETTLED | INHERITED;
+
+/// Values of `Node::end`.
+const OPEN: u32 = 0;
+const CLOSED: u32 = 1;
+const CAUGHT: u32 = 2;
 
 /// What a node stands for; decides whether it is a guard (3.10) and where a task ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +113,9 @@ pub(crate) struct Node {
     /// Entered with a deadline whose timer is not registered yet (read without a lock on
     /// every `Pending` of the scope; written under `TREE`).
     timer_wanted: AtomicBool,
+    /// `OPEN`, or the verdict of `close` (`CLOSED`, `CAUGHT`): a second `close` (a task's
+    /// root is closed by its nursery child, then by the harness) answers without a lock.
+    end: AtomicU32,
     state: Mutex<NodeState>,
 }
 
@@ -225,6 +233,7 @@ impl Node {
         Arc::new(Node {
             word: AtomicU64::new(0),
             timer_wanted: AtomicBool::new(false),
+            end: AtomicU32::new(OPEN),
             state: Mutex::new(NodeState {
                 kind,
                 parent: None,
@@ -672,6 +681,10 @@ impl Node {
     /// the inner future or a `Cancelled` delivered inside it is still alive. A node that does
     /// not catch forwards its live count to its parent (3.8).
     pub(crate) fn close(this: &Arc<Node>, dropped: bool) -> bool {
+        match this.end.load(Acquire) {
+            OPEN => {}
+            end => return end == CAUGHT,
+        }
         // Released after the locks: a waker's or a node's drop may run arbitrary code, and
         // removing the timer takes the timer lock.
         let (caught, timer, owner, waiters, parent);
@@ -684,6 +697,7 @@ impl Node {
             caught = this.owns(&s) && (dropped || s.live > 0);
             s.closed = true;
             s.caught = caught;
+            this.end.store(if caught { CAUGHT } else { CLOSED }, Release);
             timer = s.timer.take();
             owner = s.owner.take();
             waiters = s.waiters.take_all(); // leftover leaf wakers are dropped, not woken

@@ -326,8 +326,11 @@ pin_project! {
     }
 }
 
+/// What counts a child out: its nursery, and its `start` core if it has one.
+type ChildSlot<E> = (Arc<Inner<E>>, Option<Arc<StartCore<E>>>);
+
 /// Counts a dropped child out of its nursery when dropped, also during an unwind.
-struct OnDrop<E>(Option<(Arc<Inner<E>>, Option<Arc<StartCore<E>>>)>);
+struct OnDrop<E>(Option<ChildSlot<E>>);
 
 impl<E> Drop for OnDrop<E> {
     fn drop(&mut self) {
