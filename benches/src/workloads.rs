@@ -6,9 +6,12 @@
 //! channel ([`Countdown`](crate::job::Countdown), [`Finish`]); messages between tasks go over
 //! `futures::channel::oneshot`. Timers and sockets are each runtime's own ([`Timers`], [`Net`]).
 
+use std::future::Future;
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
@@ -98,6 +101,26 @@ pub const WORKLOADS: &[Workload] = &[
         trellis: chained_spawn::<Trellis>,
         tokio: Some(chained_spawn::<Tokio>),
         smol: Some(chained_spawn::<Smol>),
+    },
+    Workload {
+        name: "nursery_fanout",
+        about: "a nursery spawns 10,000 no-op children and waits for all (tokio: a JoinSet \
+                drained with join_next; async-executor: the Tasks collected and awaited)",
+        reps: [16, 2],
+        io: false,
+        trellis: nursery_fanout_trellis,
+        tokio: Some(nursery_fanout_tokio),
+        smol: Some(nursery_fanout_smol),
+    },
+    Workload {
+        name: "cancel_storm",
+        about: "10,000 children parked in sleep(1 h) (started untimed) are all cancelled and \
+                joined (tokio: JoinSet::abort_all; async-executor: Task::cancel, all at once)",
+        reps: [16, 1],
+        io: true,
+        trellis: cancel_storm_trellis,
+        tokio: Some(cancel_storm_tokio),
+        smol: Some(cancel_storm_smol),
     },
     Workload {
         name: "timers",
@@ -236,6 +259,208 @@ fn chain<S: Spawner>(spawner: S, left: usize, finish: Finish<S>) {
         let next = spawner.clone();
         spawner.spawn(async move { chain(next, left - 1, finish) });
     }
+}
+
+/// nursery_fanout, trellis: the root opens a `trellis::nursery` whose body spawns 10,000
+/// children with `Nursery::spawn` (each `async { Ok(()) }`; the `TaskHandle`s are dropped,
+/// which does not detach them) and returns `Ok(10,000)`; the nursery returns once every child
+/// has finished, and its `Ok` and the count are checked (a failed child would make it `Err`).
+fn nursery_fanout_trellis(_spawner: Trellis, size: Size, finish: Finish<Trellis>) -> Root {
+    Box::pin(async move {
+        let children = size.of(10_000);
+        let joined = trellis::nursery(|nursery: trellis::Nursery<trellis::Cancelled>| async move {
+            for _ in 0..children {
+                drop(nursery.spawn(async { Ok(()) }));
+            }
+            Ok(children)
+        })
+        .await;
+        let spawned = joined.expect("nursery_fanout: the trellis nursery failed");
+        assert_eq!(black_box(spawned), children, "nursery_fanout: wrong child count");
+        finish.done();
+    })
+}
+
+/// nursery_fanout, tokio: the root spawns 10,000 no-op children into a `tokio::task::JoinSet`
+/// (`JoinSet::spawn(async {})`), then drains it with `join_next` until it is empty; every
+/// result must be `Ok` and there must be 10,000 of them.
+fn nursery_fanout_tokio(_spawner: Tokio, size: Size, finish: Finish<Tokio>) -> Root {
+    Box::pin(async move {
+        let children = size.of(10_000);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..children {
+            set.spawn(async {});
+        }
+        let mut joined = 0;
+        while let Some(result) = set.join_next().await {
+            result.expect("nursery_fanout: a tokio child failed");
+            joined += 1;
+        }
+        assert_eq!(black_box(joined), children, "nursery_fanout: wrong child count");
+        finish.done();
+    })
+}
+
+/// nursery_fanout, async-executor (no nursery or task set of its own; the smol idiom): the root
+/// spawns 10,000 no-op children with `Executor::spawn(async {})`, collects the `Task` handles
+/// in a `Vec`, then awaits each in turn; there must be 10,000 outputs.
+fn nursery_fanout_smol(spawner: Smol, size: Size, finish: Finish<Smol>) -> Root {
+    Box::pin(async move {
+        let children = size.of(10_000);
+        let tasks: Vec<async_executor::Task<()>> =
+            (0..children).map(|_| spawner.0.spawn(async {})).collect();
+        let mut joined = 0;
+        for task in tasks {
+            task.await;
+            joined += 1;
+        }
+        assert_eq!(black_box(joined), children, "nursery_fanout: wrong child count");
+        finish.done();
+    })
+}
+
+/// How long cancel_storm's children sleep: never, in practice.
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The children of one cancel_storm repetition: how many have parked in their sleep, and how
+/// many have not been dropped yet (the same std atomics in every runtime).
+#[derive(Debug)]
+struct Sleepers {
+    started: AtomicUsize,
+    alive: AtomicUsize,
+    total: usize,
+}
+
+impl Sleepers {
+    fn new(total: usize) -> Arc<Sleepers> {
+        Arc::new(Sleepers { started: AtomicUsize::new(0), alive: AtomicUsize::new(total), total })
+    }
+
+    /// Yields (the runtime's `yield_now`) until every child has parked in its sleep.
+    async fn all_started<S: Spawner>(&self) {
+        while self.started.load(Ordering::Acquire) < self.total {
+            S::yield_now().await;
+        }
+    }
+
+    /// Checks that every child's future has been dropped (the join waited for all of them).
+    fn assert_all_dropped(&self) {
+        assert_eq!(
+            self.alive.load(Ordering::Acquire),
+            0,
+            "cancel_storm: the join returned before every child's future was dropped"
+        );
+    }
+}
+
+/// Counts a child out of [`Sleepers::alive`] when its future is dropped (made by the root, so
+/// a child that never ran is counted out too).
+#[derive(Debug)]
+struct Alive(Arc<Sleepers>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.alive.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A cancel_storm child: polls `sleep` once (it must be pending: registered with the timers),
+/// counts itself started, then awaits it.
+async fn sleeper<F: Future>(sleep: F, alive: Alive) -> F::Output {
+    let mut sleep = pin!(sleep);
+    assert!(
+        futures::poll!(sleep.as_mut()).is_pending(),
+        "cancel_storm: a sleep of an hour completed"
+    );
+    alive.0.started.fetch_add(1, Ordering::Release);
+    let out = sleep.await;
+    drop(alive);
+    out
+}
+
+/// cancel_storm, trellis. Untimed setup ([`Finish::exclude`]): the root opens a
+/// `trellis::nursery` whose body spawns 10,000 [`sleeper`]s around `trellis::time::sleep(1 h)`
+/// (each returns the sleep's `Result`, `Err(Cancelled)` once cancelled, which the nursery
+/// strips) and yields until all have parked. Timed: the body calls
+/// `nursery.cancel_scope().cancel()` and returns `Ok`; the nursery returns once every child has
+/// finished. Checked: the nursery's `Ok` (the cancellations were stripped) and every child's
+/// future dropped.
+fn cancel_storm_trellis(_spawner: Trellis, size: Size, finish: Finish<Trellis>) -> Root {
+    Box::pin(async move {
+        let setup = Instant::now();
+        let sleepers = Sleepers::new(size.of(10_000));
+        let finish = &finish;
+        let inside = sleepers.clone();
+        let joined = trellis::nursery(|nursery: trellis::Nursery<trellis::Cancelled>| async move {
+            for _ in 0..inside.total {
+                let alive = Alive(inside.clone());
+                drop(nursery.spawn(sleeper(trellis::time::sleep(HOUR), alive)));
+            }
+            inside.all_started::<Trellis>().await;
+            finish.exclude(setup.elapsed());
+            nursery.cancel_scope().cancel();
+            Ok(())
+        })
+        .await;
+        joined.expect("cancel_storm: the trellis nursery reported a failure");
+        sleepers.assert_all_dropped();
+        finish.done();
+    })
+}
+
+/// cancel_storm, tokio. Untimed setup: the root spawns 10,000 [`sleeper`]s around
+/// `tokio::time::sleep(1 h)` into a `tokio::task::JoinSet` and yields until all have parked.
+/// Timed: `JoinSet::abort_all`, then `join_next` until the set is empty; each result must be a
+/// `JoinError` with `is_cancelled`, 10,000 of them, and every child's future dropped.
+fn cancel_storm_tokio(_spawner: Tokio, size: Size, finish: Finish<Tokio>) -> Root {
+    Box::pin(async move {
+        let setup = Instant::now();
+        let sleepers = Sleepers::new(size.of(10_000));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..sleepers.total {
+            set.spawn(sleeper(tokio::time::sleep(HOUR), Alive(sleepers.clone())));
+        }
+        sleepers.all_started::<Tokio>().await;
+        finish.exclude(setup.elapsed());
+        set.abort_all();
+        let mut cancelled = 0;
+        while let Some(result) = set.join_next().await {
+            let error = result.expect_err("cancel_storm: a tokio sleep of an hour completed");
+            assert!(error.is_cancelled(), "cancel_storm: a tokio child failed: {error}");
+            cancelled += 1;
+        }
+        assert_eq!(cancelled, sleepers.total, "cancel_storm: wrong child count");
+        sleepers.assert_all_dropped();
+        finish.done();
+    })
+}
+
+/// cancel_storm, async-executor. Untimed setup: the root spawns 10,000 [`sleeper`]s around
+/// `async_io::Timer::after(1 h)` with `Executor::spawn`, collects the `Task`s in a `Vec` and
+/// yields until all have parked. Timed: `futures::future::join_all` over `Task::cancel` of every
+/// task (so all are cancelled at its first poll, then awaited together; `cancel` resolves once
+/// the task's future has been dropped); each must yield `None` (cancelled before completing),
+/// 10,000 of them, and every child's future dropped.
+fn cancel_storm_smol(spawner: Smol, size: Size, finish: Finish<Smol>) -> Root {
+    Box::pin(async move {
+        let setup = Instant::now();
+        let sleepers = Sleepers::new(size.of(10_000));
+        let tasks: Vec<_> = (0..sleepers.total)
+            .map(|_| {
+                spawner.0.spawn(sleeper(async_io::Timer::after(HOUR), Alive(sleepers.clone())))
+            })
+            .collect();
+        sleepers.all_started::<Smol>().await;
+        finish.exclude(setup.elapsed());
+        let outputs = futures::future::join_all(tasks.into_iter().map(|t| t.cancel())).await;
+        assert!(
+            outputs.iter().all(Option::is_none),
+            "cancel_storm: an async-io timer of an hour fired"
+        );
+        assert_eq!(outputs.len(), sleepers.total, "cancel_storm: wrong child count");
+        sleepers.assert_all_dropped();
+        finish.done();
+    })
 }
 
 /// timers: all in the root task. 100,000 `sleep(1 h)`s, each pinned on the stack, polled once
