@@ -39,6 +39,38 @@
 //!   cancelled), forwarding its count to the parent, while another thread drops that value
 //!   (or clones it and drops the clone, the original being dropped last). At the end both
 //!   counts are zero: no decrement is lost or applied to the wrong node.
+//! - [`nursery_cancel_racing_child_link`]: a nursery's node is cancelled while a child's task
+//!   root is linked under it (as `Handle::spawn_under` does: owner set, not woken by the link)
+//!   and then runs its first poll. The child ends effective and settled, linked once under the
+//!   nursery, which owns the cancellation (so the child's `Cancelled` is stripped, 4.4); its
+//!   first cancel point saw the cancel or its task was woken once (and a poll that began
+//!   settled saw it); once closed it is unlinked and its waker released.
+//! - [`started_racing_old_parent_cancel`], [`started_racing_new_parent_cancel`]: a `start`
+//!   child's root moves (`TaskStatus::started` -> `relink`) from the `Start` node below the
+//!   caller's scope to the target nursery, a sibling of that scope, while the caller's scope
+//!   (old place) or the nursery (new place) is cancelled. The child is linked in exactly one
+//!   place and is effective iff the nursery is; a cancel of the nursery wakes it and is the
+//!   nursery's; a cancel of the caller's scope after the move (also repeated once the `start`
+//!   returned) does not reach it. The pending `Start` node is a guard for the caller's
+//!   dropper until it closes; no link or waker is left.
+//! - [`shield_off_racing_dropper_decision`]: one task: a cancelled, settled outer scope (the
+//!   dropper) over a plain scope over a shielded scope over the inner future's node. Another
+//!   thread lowers the shield while the dropper runs one poll as `scope.rs` does (poll-start
+//!   word and guard mark, the inner cancel point, `Pending`, self-wake test,
+//!   `dropper_may_drop`). It never drops while the shield is still on (the shield only goes
+//!   off, so one still on after the decision was on at it); once off, the nodes below are
+//!   effective and settled, the leaf below was woken, and the next poll's cancel point sees
+//!   `Cancelled` and the dropper drops: it ends on time.
+//! - [`shield_off_mid_poll_leaves_a_full_poll`]: the same race, checking the stronger promise
+//!   of 3.10, that a dropper drops only after a poll in which the inner future's cancel points
+//!   could report `Cancelled`: whenever it drops, the cancel point below the shield saw the
+//!   cancellation in that poll. This model found the gap the guard marks close: poll begins
+//!   (`O` settled) -> cancel point below the shield (not cancelled) -> `Pending` -> self-wake
+//!   test (not woken yet) -> `set_shield(false)` runs -> `dropper_may_drop` (no guard left) ->
+//!   drop. `O`'s word does not change when a shield below it goes down, so without the mark
+//!   the poll counted as a full one although the code below the shield never saw the
+//!   cancellation. `nursery::loom_models::shield_off_mid_poll_real_dropper` is the same on the
+//!   real dropper.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo
 //! test --profile loom -p trellis-runtime --lib cancel::loom_models`.
@@ -116,14 +148,37 @@ fn explicit() -> Cause {
 
 /// A scope node, entered under `parent` (a root without one), with `owner` as its owner waker.
 fn entered(parent: Option<&Arc<Node>>, owner: Option<&Waker>) -> Arc<Node> {
-    let node = Node::new(Kind::Scope);
+    entered_as(Kind::Scope, parent, owner)
+}
+
+/// A node of `kind`, entered under `parent`, with `owner` as its owner waker.
+fn entered_as(kind: Kind, parent: Option<&Arc<Node>>, owner: Option<&Waker>) -> Arc<Node> {
+    let node = Node::new(kind);
     Node::enter(&node, parent, owner);
     node
+}
+
+/// A task root linked under `parent` as `Handle::spawn_under` links a nursery child: the
+/// task's waker is its owner from the start, not woken by the link itself (the task is not
+/// queued yet; its first poll reads the bit).
+fn spawned_under(parent: &Arc<Node>, task: &Probe) -> Arc<Node> {
+    Node::enter_task_root(Some(parent), Some(&task.waker()), false)
+}
+
+/// Whether `node` owns the cancellation seen at `at` (3.7).
+fn owns_cancellation_of(node: &Arc<Node>, at: &Arc<Node>) -> bool {
+    Node::owner(at).is_some_and(|owner| Arc::ptr_eq(&owner, node))
 }
 
 /// Whether the node's word is a settled cancellation, as a dropper reads it.
 fn settled(node: &Node) -> bool {
     Node::word_is_settled_cancel(node.settled_word())
+}
+
+/// A dropper's decision for a poll that begins now (its guard mark read now), as after a
+/// `Pending` poll with nothing racing it.
+fn may_drop_now(node: &Node) -> bool {
+    node.dropper_may_drop(node.guard_mark())
 }
 
 /// Closes `nodes` in order (children first), so no parent/child `Arc` cycle is left.
@@ -289,7 +344,7 @@ fn shield_toggled_racing_outer_cancel(toggles: &'static [bool]) {
             assert!(owner.wakes.get() >= 1, "the owner of an effective node was woken");
         }
         // The shielded, open child is a guard below the parent's dropper (3.10).
-        assert_eq!(parent.dropper_may_drop(), !final_shield);
+        assert_eq!(may_drop_now(&parent), !final_shield);
 
         grandchild.remove_waiter(slot);
         close_all(&[&grandchild, &child, &parent]);
@@ -397,4 +452,194 @@ fn live_forwarding_racing_drop() {
 #[test]
 fn live_forwarding_racing_clone_and_drop() {
     live_forwarding_racing(true);
+}
+
+// ---- 6. a child linked into a nursery racing the nursery's cancel -----------------------------
+
+/// A nursery's node (under an uncancelled root, the opener as its owner) is cancelled on another
+/// thread while the main thread spawns a child into it as `Handle::spawn_under` does, then runs
+/// the child's first poll: the task-root dropper's poll-start read, then a cancel point.
+#[test]
+fn nursery_cancel_racing_child_link() {
+    loom::model(|| {
+        let root = entered(None, None);
+        let opener = Probe::new();
+        let nursery = entered_as(Kind::Nursery, Some(&root), Some(&opener.waker()));
+        let task = Probe::new();
+
+        let canceller = {
+            let nursery = nursery.clone();
+            thread::spawn(move || Node::cancel(&nursery, explicit()))
+        };
+        let child = spawned_under(&nursery, &task);
+        let first_poll_start = child.settled_word();
+        let saw_cancelled = child.is_effective();
+        canceller.join().unwrap();
+
+        assert!(nursery.is_effective() && settled(&nursery));
+        assert_eq!(opener.wakes.get(), 1, "the cancel wakes the opener once");
+        assert!(child.is_effective(), "a child of a cancelled nursery is cancelled (4.7)");
+        assert!(settled(&child), "and its cancellation settles");
+        // Reached: at its first cancel point, or by a wake-up that gets it polled again.
+        assert!(saw_cancelled || task.wakes.get() == 1, "the child missed the cancel");
+        assert!(task.wakes.get() <= 1);
+        if Node::word_is_settled_cancel(first_poll_start) {
+            assert!(saw_cancelled, "a poll that starts settled sees the cancel");
+        }
+        assert!(owns_cancellation_of(&nursery, &child), "the nursery owns it: stripped (4.4)");
+        assert_eq!(Arc::strong_count(&child), 2, "linked once, under the nursery");
+        close_all(&[&child]);
+        assert_eq!(Arc::strong_count(&child), 1, "the closed root is unlinked");
+        assert_eq!(task.dropped.get(), 1, "no waker is left registered");
+        close_all(&[&nursery, &root]);
+        assert_eq!(opener.dropped.get(), 1);
+    });
+}
+
+// ---- 7. `started()` moving a child racing a cancel --------------------------------------------
+
+/// `Nursery::start` in the tree: the caller's scope `C` (under an uncancelled root) holds the
+/// pending start's node `S`, and the child's task root `R` hangs under `S`; the target nursery
+/// `N` is a sibling of `C`. Another thread moves `R` under `N` (`TaskStatus::started`, which
+/// relinks) while the main thread cancels `C` (the old place) or `N` (the new one). Then the
+/// `start` returns (`S` closes) and `C` is cancelled (again): after the move, it must not
+/// reach `R`.
+fn started_racing_cancel(cancel_new_parent: bool) {
+    loom::model(move || {
+        let root = entered(None, None);
+        let caller = Probe::new();
+        let task = Probe::new();
+        let (scope, start) = {
+            let caller_waker = caller.waker();
+            let scope = entered(Some(&root), Some(&caller_waker));
+            (scope.clone(), entered_as(Kind::Start, Some(&scope), Some(&caller_waker)))
+        };
+        let nursery = entered_as(Kind::Nursery, Some(&root), None);
+        let child = spawned_under(&start, &task);
+
+        let mover = {
+            let (child, nursery) = (child.clone(), nursery.clone());
+            thread::spawn(move || Node::relink(&child, Some(&nursery)))
+        };
+        Node::cancel(if cancel_new_parent { &nursery } else { &scope }, explicit());
+        assert!(!may_drop_now(&scope), "a pending start is a guard in the caller (3.10)");
+        mover.join().unwrap();
+
+        assert_eq!(Arc::strong_count(&child), 2, "the child is linked in exactly one place");
+        assert_eq!(nursery.is_effective(), cancel_new_parent);
+        assert_eq!(child.is_effective(), cancel_new_parent, "cancelled iff its new place is");
+        if cancel_new_parent {
+            assert!(settled(&child));
+            assert_eq!(task.wakes.get(), 1, "a cancel of the new parent wakes the child");
+            assert!(owns_cancellation_of(&nursery, &child), "and is the nursery's (4.4)");
+        } else {
+            // It reached the child only if it came first; the move undid it.
+            assert!(task.wakes.get() <= 1);
+            assert!(Node::owner(&child).is_none());
+        }
+
+        close_all(&[&start]);
+        assert_eq!(may_drop_now(&scope), !cancel_new_parent, "no guard left in the caller");
+        Node::cancel(&scope, explicit());
+        assert_eq!(child.is_effective(), cancel_new_parent, "the old place no longer reaches it");
+        close_all(&[&child]);
+        assert_eq!(Arc::strong_count(&child), 1, "no link to the child is left");
+        assert_eq!(task.dropped.get(), 1, "no waker is left registered");
+        close_all(&[&nursery, &scope, &root]);
+        assert_eq!(caller.dropped.get(), 1);
+    });
+}
+
+#[test]
+fn started_racing_old_parent_cancel() {
+    started_racing_cancel(false);
+}
+
+#[test]
+fn started_racing_new_parent_cancel() {
+    started_racing_cancel(true);
+}
+
+// ---- 8. a shield turned off racing a dropper's decision ---------------------------------------
+
+/// One task: root `T` -> outer scope `O` (the dropper; cancelled and settled before this poll)
+/// -> plain scope `X` -> shielded scope `I` -> scope `L`, where the inner future's cancel point
+/// and a leaf under a foreign multiplexer sit. Every owner is the task's waker. Another thread
+/// turns `I`'s shield off while the main thread runs one poll of `O` as `scope.rs` does: read
+/// `O`'s word and guard mark (poll start), the inner future's cancel point at `L`, `Pending`,
+/// then the slow path: settled at start, not woken during the poll (the self-wake test gets
+/// one deferral under loom), `dropper_may_drop` with the mark. Returns whether that poll dropped and whether the cancel
+/// point saw `Cancelled`; checks the rest.
+fn shield_off_racing_dropper() -> (bool, bool) {
+    let task_root = entered_as(Kind::TaskRoot, None, None);
+    let task = Probe::new();
+    let leaf = Probe::new();
+    let task_waker = task.waker();
+    let outer = entered(Some(&task_root), Some(&task_waker));
+    let plain = entered(Some(&outer), Some(&task_waker));
+    let shielded = Node::new(Kind::Scope);
+    Node::set_shield(&shielded, true);
+    Node::enter(&shielded, Some(&plain), Some(&task_waker));
+    let inner = entered(Some(&shielded), Some(&task_waker));
+    let slot = inner.add_waiter(leaf.waker());
+    Node::cancel(&outer, explicit());
+    assert!(settled(&outer) && !inner.is_effective());
+
+    let toggler = {
+        let shielded = shielded.clone();
+        thread::spawn(move || Node::set_shield(&shielded, false))
+    };
+    let start = outer.settled_word();
+    let guards = outer.guard_mark();
+    let wakes_at_start = task.wakes.get();
+    let saw_cancelled = inner.is_effective();
+    // `Pending` (a foreign future would not return on `Cancelled` either).
+    let woken = task.wakes.get() != wakes_at_start;
+    let dropped = Node::word_is_settled_cancel(start) && !woken && outer.dropper_may_drop(guards);
+    if dropped {
+        // The shield only goes off: still on now means it was on at the decision.
+        assert!(!shielded.is_shielded(), "dropped below a live shield (3.10 guard)");
+    }
+    toggler.join().unwrap();
+
+    // 3.6: turning the shield off makes the outer cancellation visible below it, at once.
+    for node in [&shielded, &inner] {
+        assert!(node.is_effective() && settled(node));
+    }
+    assert_eq!(leaf.wakes.get(), 1, "the leaf below the lowered shield is woken");
+    if !dropped {
+        // The next poll starts settled, the cancel point sees `Cancelled`, and (its future
+        // still `Pending`, not woken during the poll) the dropper drops: it ends on time.
+        assert!(settled(&outer));
+        assert!(inner.is_effective(), "the next poll's cancel point sees the cancellation");
+        assert!(may_drop_now(&outer), "no guard is left: the dropper ends on time");
+    }
+
+    inner.remove_waiter(slot);
+    drop(task_waker);
+    close_all(&[&inner, &shielded, &plain, &outer, &task_root]);
+    assert_eq!(leaf.dropped.get(), 1);
+    assert_eq!(task.dropped.get(), 1, "no waker is left registered");
+    (dropped, saw_cancelled)
+}
+
+/// What the protocol guarantees when a shield goes off mid-poll: never a drop while the shield
+/// is on, and an end on time once it is off and the cancellation settled.
+#[test]
+fn shield_off_racing_dropper_decision() {
+    loom::model(|| {
+        shield_off_racing_dropper();
+    });
+}
+
+/// The stronger reading of 3.10: a dropper drops only after a poll in which the inner future's
+/// cancel points could report `Cancelled`, even when the shield goes off after the cancel
+/// point passed (still shielded: not cancelled) and before `dropper_may_drop` (see the module
+/// doc: the guard mark read at poll start tells the dropper a shield went down meanwhile).
+#[test]
+fn shield_off_mid_poll_leaves_a_full_poll() {
+    loom::model(|| {
+        let (dropped, saw_cancelled) = shield_off_racing_dropper();
+        assert!(!dropped || saw_cancelled, "dropped although its cancel point never saw it");
+    });
 }

@@ -214,9 +214,7 @@ impl fmt::Display for Cancelled {
         match &self.source {
             CancelSource::Explicit => f.write_str("explicit")?,
             CancelSource::Deadline => f.write_str("deadline")?,
-            CancelSource::Nursery { failed_task } => {
-                write!(f, "nursery ({failed_task} failed)")?
-            }
+            CancelSource::Nursery { failed_task } => write!(f, "nursery ({failed_task} failed)")?,
             CancelSource::Shutdown => f.write_str("shutdown")?,
         }
         if let Some(reason) = &self.reason {

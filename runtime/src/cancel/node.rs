@@ -90,6 +90,16 @@ pub(crate) enum Kind {
     Start,
 }
 
+/// A dropper's view, when its poll began, of the shields lowered below it (3.10): the count
+/// of those begun, or one under way (then this poll is not a full one). `Unchecked`: the
+/// node did not exist when the poll began (a task root created during it).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum GuardMark {
+    At(u64),
+    InFlight,
+    Unchecked,
+}
+
 /// See [`Node::classify_child_end`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ChildEndClass {
@@ -116,6 +126,11 @@ pub(crate) struct Node {
     /// `OPEN`, or the verdict of `close` (`CLOSED`, `CAUGHT`): a second `close` (a task's
     /// root is closed by its nursery child, then by the harness) answers without a lock.
     end: AtomicU32,
+    /// Shields lowered below this node (within its task): begun (under `TREE`, with the
+    /// recompute) and done (after the wake-ups and the settle). A dropper's poll counts as a
+    /// full poll only if none began during it and none was under way when it began (3.10).
+    unshield_begun: AtomicU64,
+    unshield_done: AtomicU64,
     state: Mutex<NodeState>,
 }
 
@@ -207,6 +222,9 @@ pub(crate) struct Wakeups {
     owners: Vec<Waker>,
     timers: Vec<(Handle, TimerKey)>,
     drops: Vec<Arc<Node>>,
+    /// Ancestors of a lowered shield, whose `unshield_done` is counted once the change has
+    /// settled (before the owners are woken, so their next poll sees it done).
+    unshielded: Vec<Arc<Node>>,
 }
 
 impl Wakeups {
@@ -217,6 +235,9 @@ impl Wakeups {
         }
         for (node, word) in &self.settle {
             node.settle(*word);
+        }
+        for node in &self.unshielded {
+            node.unshield_done.fetch_add(1, Release);
         }
         for owner in self.owners {
             owner.wake();
@@ -234,6 +255,8 @@ impl Node {
             word: AtomicU64::new(0),
             timer_wanted: AtomicBool::new(false),
             end: AtomicU32::new(OPEN),
+            unshield_begun: AtomicU64::new(0),
+            unshield_done: AtomicU64::new(0),
             state: Mutex::new(NodeState {
                 kind,
                 parent: None,
@@ -480,12 +503,44 @@ impl Node {
             }
             s.shielded = shielded;
             let live = s.entered && !s.closed;
+            let parent = s.parent.clone();
             drop(s);
             if live {
                 Node::recompute(this, &mut wakeups);
+                if !shielded {
+                    Node::begin_unshield(parent, &mut wakeups);
+                }
             }
         }
         wakeups.run();
+    }
+
+    /// Under `TREE`: a shield below `from` (inclusive) is being lowered: a guard may vanish in
+    /// the middle of a dropper's poll, and the code it protected may not have seen the
+    /// cancellation yet. Marks it on every ancestor up to the task's root (droppers outside
+    /// the task stop at a nursery, a guard, anyway), and wakes their owners once it settled,
+    /// so a dropper that let one poll go by for it is polled again.
+    fn begin_unshield(from: Option<Arc<Node>>, wakeups: &mut Wakeups) {
+        let mut next = from;
+        while let Some(node) = next {
+            node.unshield_begun.fetch_add(1, Release);
+            let s = node.state.lock();
+            wakeups.owners.extend(s.owner.iter().cloned());
+            next = if s.kind == Kind::TaskRoot { None } else { s.parent.clone() };
+            drop(s);
+            wakeups.unshielded.push(node);
+        }
+    }
+
+    /// What a dropper sees of the shields below it as its poll begins (see `unshield_begun`).
+    pub(crate) fn guard_mark(&self) -> GuardMark {
+        let done = self.unshield_done.load(Acquire);
+        let begun = self.unshield_begun.load(Acquire);
+        if begun == done {
+            GuardMark::At(begun)
+        } else {
+            GuardMark::InFlight
+        }
     }
 
     /// Moves the deadline (3.11): takes effect at once on an entered scope; a deadline that has
@@ -646,8 +701,13 @@ impl Node {
     /// A dropper's slow-path decision (3.10), after a `Pending` poll that began with a settled
     /// cancellation: it drops iff it owns the cancellation (a task root: always, it is the
     /// outermost dropper of its task) and no guard is live below it within the task.
-    pub(crate) fn dropper_may_drop(&self) -> bool {
+    pub(crate) fn dropper_may_drop(&self, mark: GuardMark) -> bool {
         let _tree = tree();
+        match mark {
+            GuardMark::InFlight => return false,
+            GuardMark::At(begun) if self.unshield_begun.load(Relaxed) != begun => return false,
+            _ => {}
+        }
         let s = self.state.lock();
         // A task root and a nursery drop whenever they are effectively cancelled (3.10); a
         // scope only when it owns the cancellation (an outer dropper will catch otherwise).

@@ -290,6 +290,7 @@ impl<F: Future> Future for Run<F> {
             node.set_owner(cx.waker());
         }
         let start = node.settled_word();
+        let guards = node.guard_mark();
         let polled = {
             let _current = task::NodeGuard::enter(node, cx.waker());
             inner
@@ -312,7 +313,7 @@ impl<F: Future> Future for Run<F> {
                     entry.self_wakes += 1;
                     return Poll::Pending;
                 }
-                if !node.dropper_may_drop() {
+                if !node.dropper_may_drop(guards) {
                     return Poll::Pending;
                 }
                 let node = node.clone();

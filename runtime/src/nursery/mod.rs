@@ -22,6 +22,9 @@
 mod group;
 mod start;
 
+#[cfg(all(test, loom))]
+mod loom_models;
+
 pub use group::ErrorGroup;
 pub use start::{StartError, TaskStatus};
 
@@ -36,7 +39,7 @@ use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
 
-use crate::cancel::node::{Cause, ChildEndClass, Kind, Node};
+use crate::cancel::node::{Cause, ChildEndClass, GuardMark, Kind, Node};
 use crate::cancel::scope::CancelScope;
 use crate::sync::{Arc, Mutex};
 use crate::task::{self, JoinError, JoinHandle};
@@ -603,6 +606,7 @@ where
         // The body phase.
         if run.body_end.is_none() {
             let start_word = inner.node.settled_word();
+            let guards = inner.node.guard_mark();
             let polled = {
                 let _current = task::NodeGuard::enter(&body_node, cx.waker());
                 let body =
@@ -634,7 +638,7 @@ where
                     inner.file_panic("body".to_string(), payload);
                 }
                 Ok(Poll::Pending) => {
-                    if body_may_drop(run, &inner, start_word) {
+                    if body_may_drop(run, &inner, start_word, guards) {
                         this.body.set(None);
                         Node::close(&body_node, true);
                         run.body_end = Some(BodyEnd::Cancelled { dropped: true });
@@ -705,7 +709,12 @@ fn follow_poll<R, E>(run: &mut RunState<R, E>, waker: &Waker) {
 
 /// 3.10 for a nursery's body: its scope is effectively cancelled and settled since the poll
 /// began, the `Pending` was not forced, not a self-wake, and no guard is live below.
-fn body_may_drop<R, E>(run: &mut RunState<R, E>, inner: &Inner<E>, start_word: u64) -> bool {
+fn body_may_drop<R, E>(
+    run: &mut RunState<R, E>,
+    inner: &Inner<E>,
+    start_word: u64,
+    guards: GuardMark,
+) -> bool {
     if !Node::word_is_settled_cancel(start_word) || budget::pending_was_forced() {
         return false;
     }
@@ -713,7 +722,7 @@ fn body_may_drop<R, E>(run: &mut RunState<R, E>, inner: &Inner<E>, start_word: u
         run.self_wakes += 1;
         return false;
     }
-    inner.node.dropper_may_drop()
+    inner.node.dropper_may_drop(guards)
 }
 
 /// The wait phase (never a cancel point), then the result (4.5).

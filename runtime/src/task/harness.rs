@@ -15,7 +15,7 @@ use super::raw::{Cell, Header, RawTask, Stage};
 use super::state::{State, TransitionToIdle, TransitionToRunning};
 use super::{current, waker, JoinError, Notified, Output, Released, Schedule, Task};
 use crate::budget;
-use crate::cancel::node::Node;
+use crate::cancel::node::{GuardMark, Node};
 use crate::tuning::MAX_SELF_WAKES_WHILE_CANCELLED;
 
 pub(super) struct Harness<F: Future, S> {
@@ -70,9 +70,9 @@ impl<F: Future, S: Schedule> Harness<F, S> {
     fn poll_running(self, cancel_bit_at_start: bool) -> bool {
         // Rule 4 / DESIGN.md 3.10: with a root status node, the dropper needs the cancellation
         // settled (its leaves woken) before this poll began; without one, the bit suffices.
-        let cancelled_at_start = match self.header().root_node() {
-            Some(root) => Node::word_is_settled_cancel(root.settled_word()),
-            None => cancel_bit_at_start,
+        let (cancelled_at_start, guards) = match self.header().root_node() {
+            Some(root) => (Node::word_is_settled_cancel(root.settled_word()), root.guard_mark()),
+            None => (cancel_bit_at_start, GuardMark::Unchecked),
         };
         let (polled, repoll) = {
             let waker = waker::waker_ref(self.header());
@@ -104,7 +104,7 @@ impl<F: Future, S: Schedule> Harness<F, S> {
                 false
             }
             Ok(Poll::Pending) => {
-                if cancelled_at_start && self.root_may_drop(repoll) && self.no_guard_below() {
+                if cancelled_at_start && self.root_may_drop(repoll) && self.no_guard_below(guards) {
                     // Rule 4: cancelled, and the future had a full poll to notice.
                     let output = match self.drop_stage() {
                         Ok(()) => Err(JoinError::cancelled(id)),
@@ -175,8 +175,8 @@ impl<F: Future, S: Schedule> Harness<F, S> {
 
     /// DESIGN.md 3.10: no guard (a shielded scope, a nursery, a pending `start`) is live in
     /// the task, so the root may drop its future. Only asked on the slow path.
-    fn no_guard_below(&self) -> bool {
-        self.header().root_node().is_none_or(|root| root.dropper_may_drop())
+    fn no_guard_below(&self, guards: GuardMark) -> bool {
+        self.header().root_node().is_none_or(|root| root.dropper_may_drop(guards))
     }
 
     /// Closes the task's root status node, if it has one; whether it caught (DESIGN.md 3.9).
