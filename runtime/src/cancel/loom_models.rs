@@ -162,7 +162,7 @@ fn entered_as(kind: Kind, parent: Option<&Arc<Node>>, owner: Option<&Waker>) -> 
 /// task's waker is its owner from the start, not woken by the link itself (the task is not
 /// queued yet; its first poll reads the bit).
 fn spawned_under(parent: &Arc<Node>, task: &Probe) -> Arc<Node> {
-    Node::enter_task_root(Some(parent), Some(&task.waker()), false)
+    Node::enter_task_root(Some(parent), Some(&task.waker()))
 }
 
 /// Whether `node` owns the cancellation seen at `at` (3.7).

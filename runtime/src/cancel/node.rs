@@ -120,6 +120,8 @@ pub(crate) struct Cause {
 
 pub(crate) struct Node {
     word: AtomicU64,
+    /// What it stands for (also in `NodeState`, for code holding the lock).
+    kind: Kind,
     /// Entered with a deadline whose timer is not registered yet (read without a lock on
     /// every `Pending` of the scope; written under `TREE`).
     timer_wanted: AtomicBool,
@@ -253,6 +255,7 @@ impl Node {
     pub(crate) fn new(kind: Kind) -> Arc<Node> {
         Arc::new(Node {
             word: AtomicU64::new(0),
+            kind,
             timer_wanted: AtomicBool::new(false),
             end: AtomicU32::new(OPEN),
             unshield_begun: AtomicU64::new(0),
@@ -289,6 +292,11 @@ impl Node {
                 Err(current) => word = current,
             }
         }
+    }
+
+    /// What the node stands for (fixed at creation).
+    fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// The cancel-point check (3.3): one relaxed load.
@@ -393,29 +401,35 @@ impl Node {
 
     /// Creates a task's root node, entered under `parent` (a nursery's node; `None` for a
     /// task spawned on its own), with `owner` (the task's waker) set before anyone can see it.
-    /// If `wake_owner` is false the owner is not woken by this link even if `parent` is
-    /// cancelled: the task is not queued yet, and its first poll sees the bit.
-    pub(crate) fn enter_task_root(
-        parent: Option<&Arc<Node>>,
-        owner: Option<&Waker>,
-        wake_owner: bool,
-    ) -> Arc<Node> {
+    ///
+    /// Without `TREE` (the spawn path of every nursery child): the root is fresh, so it is
+    /// linked under the parent's lock alone, and its bit is taken from the parent's word read
+    /// under that lock. A recompute of the parent (under `TREE`) writes the parent's word and
+    /// reads its children under the same lock, so either it sees the new child and recomputes
+    /// it, or the child was linked after it and read the new word. A root linked under a
+    /// cancelled parent is settled at once: nothing is registered with it yet, and its task's
+    /// first poll (not queued yet) sees the bit. Locking the child while holding the parent
+    /// (against the usual child-before-parent order) cannot deadlock: until the parent's lock
+    /// is released nobody else can reach the child.
+    pub(crate) fn enter_task_root(parent: Option<&Arc<Node>>, owner: Option<&Waker>) -> Arc<Node> {
         let node = Node::new(Kind::TaskRoot);
         {
             let mut s = node.state.lock();
             s.entered = true;
             s.owner = owner.cloned();
         }
-        let mut wakeups = Wakeups::default();
+        let Some(parent) = parent else { return node };
+        let mut p = parent.state.lock();
+        let slot = p.children.insert(node.clone());
+        if parent.is_effective() {
+            node.word.store(GENERATION | EFFECTIVE | INHERITED | SETTLED, Release);
+        }
         {
-            let _tree = tree();
-            Node::attach(&node, parent);
-            Node::recompute(&node, &mut wakeups);
+            let mut s = node.state.lock();
+            s.parent = Some(parent.clone());
+            s.slot_in_parent = slot;
         }
-        if !wake_owner {
-            wakeups.owners.clear();
-        }
-        wakeups.run();
+        drop(p);
         node
     }
 
@@ -749,7 +763,10 @@ impl Node {
         // removing the timer takes the timer lock.
         let (caught, timer, owner, waiters, parent);
         {
-            let _tree = tree();
+            // A task root closes without `TREE`: it is only ever closed and relinked by its own
+            // task (in turn), and its links change under its and its parent's locks; a
+            // recompute that reaches it while it closes finds nothing left to wake.
+            let _tree = (this.kind() != Kind::TaskRoot).then(tree);
             let mut s = this.state.lock();
             if s.closed {
                 return s.caught;

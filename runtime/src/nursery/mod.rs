@@ -423,26 +423,31 @@ fn file_outcome<T, E: fmt::Debug>(
         Ok(Err(_)) => Some(classify(root, &inner.node)),
         _ => None,
     };
-    Node::close(root, false);
     let out = match polled {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => {
-            match class.expect("classified above") {
-                // The common end of a cancelled child: nothing to file, no name to format.
-                Class::Stripped => {
-                    drop(error);
-                    Err(ChildEnd::Cancelled)
-                }
-                class => {
-                    inner.file(task_name(), error, class);
-                    match class {
-                        Class::Genuine => Err(ChildEnd::Failed),
-                        Class::Stripped | Class::PassThrough => Err(ChildEnd::Cancelled),
-                    }
+        Ok(Ok(value)) => {
+            Node::close(root, false);
+            Ok(value)
+        }
+        Ok(Err(error)) => match class.expect("classified above") {
+            // The common end of a cancelled child: nothing to file, no name to format. The
+            // error goes before the root closes, so its `Cancelled` is uncounted at the root
+            // and nothing is forwarded to the (shared) nursery node.
+            Class::Stripped => {
+                drop(error);
+                Node::close(root, false);
+                Err(ChildEnd::Cancelled)
+            }
+            class => {
+                Node::close(root, false);
+                inner.file(task_name(), error, class);
+                match class {
+                    Class::Genuine => Err(ChildEnd::Failed),
+                    Class::Stripped | Class::PassThrough => Err(ChildEnd::Cancelled),
                 }
             }
-        }
+        },
         Err(payload) => {
+            Node::close(root, false);
             inner.file_panic(task_name(), payload);
             Err(ChildEnd::Panicked)
         }

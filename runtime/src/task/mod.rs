@@ -138,7 +138,7 @@ where
     let (task, notified, join) = new_task(future, scheduler, id);
     // The owner is the task's waker (one reference, released when the root closes at
     // completion); linking under a cancelled parent does not wake it: it is not queued yet.
-    let root = Node::enter_task_root(Some(parent), Some(&waker::waker_ref(task.header())), false);
+    let root = Node::enter_task_root(Some(parent), Some(&waker::waker_ref(task.header())));
     task.header().install_root(root.clone());
     (task, notified, join, root)
 }

@@ -92,7 +92,7 @@ impl Header {
         if let Some(root) = self.root_node() {
             return root;
         }
-        let root = self.install_root(Node::enter_task_root(None, owner, true));
+        let root = self.install_root(Node::enter_task_root(None, owner));
         fence(SeqCst);
         if self.state.is_cancelled_relaxed() {
             Node::cancel(root, crate::cancel::task_cancel_cause());
