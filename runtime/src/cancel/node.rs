@@ -147,6 +147,9 @@ struct NodeState {
     closed: bool,
     caught: bool,
     cause: Option<Cause>,
+    /// While effective without a cause of its own: the cause of the nearest cancelled scope
+    /// above it (set by `recompute`), so delivering a `Cancelled` does not walk up.
+    seen: Option<Arc<Cause>>,
     shielded: bool,
     /// A relative deadline, turned absolute on entry.
     timeout: Option<std::time::Duration>,
@@ -157,6 +160,16 @@ struct NodeState {
     waiters: Slots<Waker>,
     live: usize,
     forward: Option<Arc<Node>>,
+}
+
+impl NodeState {
+    /// The cause an effective node's children see: its own, or the one it sees.
+    fn cause_for_children(&self) -> Option<Arc<Cause>> {
+        match &self.cause {
+            Some(cause) => Some(Arc::new(cause.clone())),
+            None => self.seen.clone(),
+        }
+    }
 }
 
 /// A small slab: stable indices, O(1) insert and remove.
@@ -269,6 +282,7 @@ impl Node {
                 closed: false,
                 caught: false,
                 cause: None,
+                seen: None,
                 shielded: false,
                 timeout: None,
                 deadline: None,
@@ -421,13 +435,17 @@ impl Node {
         let Some(parent) = parent else { return node };
         let mut p = parent.state.lock();
         let slot = p.children.insert(node.clone());
-        if parent.is_effective() {
+        let seen = if parent.is_effective() {
             node.word.store(GENERATION | EFFECTIVE | INHERITED | SETTLED, Release);
-        }
+            p.cause_for_children()
+        } else {
+            None
+        };
         {
             let mut s = node.state.lock();
             s.parent = Some(parent.clone());
             s.slot_in_parent = slot;
+            s.seen = seen;
         }
         drop(p);
         node
@@ -650,29 +668,44 @@ impl Node {
     /// Under `TREE`: step 1 of the protocol for the subtree of `self`. Iterative; the stack is
     /// allocated only if some node has children to visit.
     fn recompute(this: &Arc<Node>, wakeups: &mut Wakeups) {
-        let parent_effective = {
+        let (parent_effective, parent_cause) = {
             let s = this.state.lock();
-            s.parent.as_ref().is_some_and(|p| p.is_effective())
+            match &s.parent {
+                Some(parent) if parent.is_effective() => {
+                    (true, parent.state.lock().cause_for_children())
+                }
+                _ => (false, None),
+            }
         };
         let mut stack = Vec::new();
-        Node::recompute_one(this, parent_effective, true, &mut stack, wakeups);
-        while let Some((node, parent_effective)) = stack.pop() {
-            Node::recompute_one(&node, parent_effective, false, &mut stack, wakeups);
+        Node::recompute_one(this, parent_effective, parent_cause, true, &mut stack, wakeups);
+        while let Some((node, parent_effective, parent_cause)) = stack.pop() {
+            Node::recompute_one(&node, parent_effective, parent_cause, false, &mut stack, wakeups);
         }
     }
 
-    /// Under `TREE`: recomputes one node's bit; pushes its children if it changed (or if
-    /// `force_descend`: the node the change started at).
+    /// Under `TREE`: recomputes one node's bit (and the cause it sees); pushes its children if
+    /// either changed (or if `force_descend`: the node the change started at).
     fn recompute_one(
         node: &Arc<Node>,
         parent_effective: bool,
+        parent_cause: Option<Arc<Cause>>,
         force_descend: bool,
-        stack: &mut Vec<(Arc<Node>, bool)>,
+        stack: &mut Vec<(Arc<Node>, bool, Option<Arc<Cause>>)>,
         wakeups: &mut Wakeups,
     ) {
-        let s = node.state.lock();
+        let mut s = node.state.lock();
         let effective = s.cause.is_some() || (parent_effective && !s.shielded);
         let inherited = if effective && parent_effective && !s.shielded { INHERITED } else { 0 };
+        let seen = if effective && s.cause.is_none() { parent_cause } else { None };
+        let seen_changed = match (&s.seen, &seen) {
+            (Some(old), Some(new)) => !Arc::ptr_eq(old, new),
+            (None, None) => false,
+            _ => true,
+        };
+        if seen_changed {
+            s.seen = seen;
+        }
         let mut old = node.word.load(Relaxed);
         let changed = (old & EFFECTIVE != 0) != effective;
         // Read-modify-writes, not plain stores: a settle (step 3, outside `TREE`) may race
@@ -699,8 +732,9 @@ impl Node {
                 old = current;
             }
         }
-        if changed || force_descend {
-            stack.extend(s.children.iter().map(|child| (child.clone(), effective)));
+        if changed || force_descend || seen_changed {
+            let cause = if effective { s.cause_for_children() } else { None };
+            stack.extend(s.children.iter().map(|child| (child.clone(), effective, cause.clone())));
         }
     }
 
@@ -836,6 +870,16 @@ impl Node {
     /// cancellation it sees (from the nearest cancelled scope up to the nearest shield).
     pub(crate) fn deliver(this: &Arc<Node>) -> Cause {
         Node::add_live(this, 1);
+        {
+            let s = this.state.lock();
+            if let Some(cause) = &s.cause {
+                return cause.clone();
+            }
+            if let Some(seen) = &s.seen {
+                return Cause::clone(seen);
+            }
+        }
+        // Not effective (a `Cancelled` delivered by hand): the nearest cancelled scope above.
         let mut node = this.clone();
         loop {
             let s = node.state.lock();
