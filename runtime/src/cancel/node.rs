@@ -162,6 +162,9 @@ struct NodeState {
     forward: Option<Arc<Node>>,
 }
 
+/// A node still to recompute: with its parent's bit and the cause its parent passes down.
+type Pending = (Arc<Node>, bool, Option<Arc<Cause>>);
+
 impl NodeState {
     /// The cause an effective node's children see: its own, or the one it sees.
     fn cause_for_children(&self) -> Option<Arc<Cause>> {
@@ -691,7 +694,7 @@ impl Node {
         parent_effective: bool,
         parent_cause: Option<Arc<Cause>>,
         force_descend: bool,
-        stack: &mut Vec<(Arc<Node>, bool, Option<Arc<Cause>>)>,
+        stack: &mut Vec<Pending>,
         wakeups: &mut Wakeups,
     ) {
         let mut s = node.state.lock();
