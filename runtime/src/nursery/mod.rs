@@ -41,6 +41,10 @@ use pin_project_lite::pin_project;
 
 use crate::cancel::node::{Cause, ChildEndClass, GuardMark, Kind, Node};
 use crate::cancel::scope::CancelScope;
+use crate::sync::atomic::{
+    AtomicUsize,
+    Ordering::{AcqRel, Acquire, Relaxed},
+};
 use crate::sync::{Arc, Mutex};
 use crate::task::{self, JoinError, JoinHandle};
 use crate::tuning::MAX_SELF_WAKES_WHILE_CANCELLED;
@@ -108,20 +112,29 @@ impl<E> Clone for Nursery<E> {
 
 impl<E> fmt::Debug for Nursery<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Nursery").field("open", &self.inner.state.lock().open).finish()
+        let open = self.inner.pending.load(Relaxed) & OPEN != 0;
+        f.debug_struct("Nursery").field("open", &open).finish()
     }
 }
 
 struct Inner<E> {
     node: Arc<Node>,
     handle: Handle,
+    /// `OPEN`, plus the children and pending `start`s still running, in units of `ONE`. A
+    /// child is counted in only while `OPEN` (a compare-exchange), and the nursery closes
+    /// (clears `OPEN`) only when the count is zero (a compare-exchange from exactly `OPEN`),
+    /// so a late spawn is either counted before the close or refused. The child that counts
+    /// the last one out takes the opener's waker from `state`; the opener stores its waker
+    /// under that lock before it reads the count, so the wake-up is never lost.
+    pending: AtomicUsize,
     state: Mutex<State<E>>,
 }
 
+/// Bits of `Inner::pending`.
+const OPEN: usize = 1;
+const ONE: usize = 2;
+
 struct State<E> {
-    open: bool,
-    children: usize,
-    starts: usize,
     failures: Vec<(String, E)>,
     pass_through: Vec<(String, E)>,
     panic: Option<Box<dyn Any + Send>>,
@@ -224,44 +237,37 @@ impl<E> Inner<E> {
 
     /// A child ended: counts down and wakes the opener when nothing is left.
     fn child_ended(&self) {
-        self.count_out(|state| state.children -= 1);
+        self.count_out();
     }
 
     /// A pending `start` ended without `started`: counts down like `child_ended`.
     fn start_ended(&self) {
-        self.count_out(|state| state.starts -= 1);
+        self.count_out();
     }
 
-    fn count_out(&self, count_down: impl FnOnce(&mut State<E>)) {
-        let waker = {
-            let mut state = self.state.lock();
-            count_down(&mut state);
-            if state.children == 0 && state.starts == 0 {
-                state.opener.take()
-            } else {
-                None
+    fn count_out(&self) {
+        let before = self.pending.fetch_sub(ONE, AcqRel);
+        debug_assert!(before >= ONE, "a nursery counted out more children than it admitted");
+        if before & !OPEN == ONE {
+            let waker = self.state.lock().opener.take();
+            if let Some(waker) = waker {
+                waker.wake();
             }
-        };
-        if let Some(waker) = waker {
-            waker.wake();
         }
     }
 
-    /// A `start` child called `started`: it moves from the pending starts to the children.
-    fn promote_start(&self) {
-        let mut state = self.state.lock();
-        state.starts -= 1;
-        state.children += 1;
-    }
-
-    /// Counts a new child in, if the nursery is still open.
+    /// Counts a new child (or pending `start`) in, if the nursery is still open.
     fn admit(&self) -> Result<(), Closed> {
-        let mut state = self.state.lock();
-        if !state.open {
-            return Err(Closed { _private: () });
+        let mut current = self.pending.load(Relaxed);
+        loop {
+            if current & OPEN == 0 {
+                return Err(Closed { _private: () });
+            }
+            match self.pending.compare_exchange_weak(current, current + ONE, AcqRel, Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
         }
-        state.children += 1;
-        Ok(())
     }
 }
 
@@ -680,10 +686,8 @@ fn open<F, Fut, R, E>(
     let inner = Arc::new(Inner {
         node,
         handle,
+        pending: AtomicUsize::new(OPEN),
         state: Mutex::new(State {
-            open: true,
-            children: 0,
-            starts: 0,
             failures: Vec::new(),
             pass_through: Vec::new(),
             panic: None,
@@ -741,13 +745,14 @@ where
 {
     let (failures, pass_through, panic) = {
         let mut state = inner.state.lock();
-        if state.children > 0 || state.starts > 0 {
-            if !state.opener.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                state.opener = Some(cx.waker().clone());
-            }
+        // Waker first, count second (see `Inner::pending`).
+        if !state.opener.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            state.opener = Some(cx.waker().clone());
+        }
+        if inner.pending.compare_exchange(OPEN, 0, AcqRel, Acquire).is_err() {
             return Poll::Pending;
         }
-        state.open = false;
+        state.opener = None;
         (
             std::mem::take(&mut state.failures),
             std::mem::take(&mut state.pass_through),

@@ -137,7 +137,7 @@ impl<E: Send + 'static> Promote for Promoter<E> {
             state.started = true;
             (state.root.take(), state.caller.take())
         };
-        self.inner.promote_start();
+        // One count covers pending starts and children: nothing to move in `Inner::pending`.
         if let Some(root) = root {
             Node::relink(&root, Some(&self.inner.node));
         }
@@ -200,12 +200,8 @@ impl<E: From<Cancelled> + fmt::Debug + Send + 'static> Nursery<E> {
         if let Some(cancelled) = Cancelled::for_current_task() {
             return Err(E::from(cancelled));
         }
-        {
-            let mut state = self.inner.state.lock();
-            if !state.open {
-                return Err(E::from(StartError { not_started: false }));
-            }
-            state.starts += 1;
+        if self.inner.admit().is_err() {
+            return Err(E::from(StartError { not_started: false }));
         }
         let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
         let start_node = Node::new(Kind::Start);
