@@ -86,18 +86,19 @@ use crate::sync::{arc_waker, Arc};
 
 // ---- instruments ------------------------------------------------------------------------------
 
-/// Counts events. `Relaxed` on purpose (see the module doc).
+/// Counts events. `Relaxed` on purpose (see the module doc): any ordering a model relies on
+/// must come from the code under test. Shared with `nursery::loom_models`.
 #[derive(Clone)]
-struct Counter(Arc<AtomicUsize>);
+pub(crate) struct Counter(Arc<AtomicUsize>);
 
 impl Counter {
-    fn new() -> Counter {
+    pub(crate) fn new() -> Counter {
         Counter(Arc::new(AtomicUsize::new(0)))
     }
-    fn incr(&self) {
+    pub(crate) fn incr(&self) {
         self.0.fetch_add(1, Relaxed);
     }
-    fn get(&self) -> usize {
+    pub(crate) fn get(&self) -> usize {
         self.0.load(Relaxed)
     }
 }

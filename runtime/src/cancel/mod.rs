@@ -23,7 +23,7 @@ pub(crate) mod node;
 pub(crate) mod scope;
 
 #[cfg(all(test, loom))]
-mod loom_models;
+pub(crate) mod loom_models;
 
 use node::{Cause, Node};
 

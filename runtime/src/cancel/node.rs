@@ -120,7 +120,7 @@ pub(crate) struct Cause {
 
 pub(crate) struct Node {
     word: AtomicU64,
-    /// What it stands for (also in `NodeState`, for code holding the lock).
+    /// What it stands for (fixed at creation).
     kind: Kind,
     /// Entered with a deadline whose timer is not registered yet (read without a lock on
     /// every `Pending` of the scope; written under `TREE`).
@@ -137,7 +137,6 @@ pub(crate) struct Node {
 }
 
 struct NodeState {
-    kind: Kind,
     parent: Option<Arc<Node>>,
     /// Index in the parent's `children` while linked.
     slot_in_parent: usize,
@@ -277,7 +276,6 @@ impl Node {
             unshield_begun: AtomicU64::new(0),
             unshield_done: AtomicU64::new(0),
             state: Mutex::new(NodeState {
-                kind,
                 parent: None,
                 slot_in_parent: 0,
                 children: Slots::new(),
@@ -311,9 +309,16 @@ impl Node {
         }
     }
 
-    /// What the node stands for (fixed at creation).
-    fn kind(&self) -> Kind {
-        self.kind
+    /// [`guard_mark`](Self::guard_mark) when the word a dropper read at poll start is a
+    /// settled cancellation (the only case in which it may drop); `Unchecked` otherwise, so a
+    /// poll that cannot drop pays no extra loads.
+    #[inline]
+    pub(crate) fn guard_mark_if_settled(&self, start_word: u64) -> GuardMark {
+        if Node::word_is_settled_cancel(start_word) {
+            self.guard_mark()
+        } else {
+            GuardMark::Unchecked
+        }
     }
 
     /// The cancel-point check (3.3): one relaxed load.
@@ -561,7 +566,7 @@ impl Node {
             node.unshield_begun.fetch_add(1, Release);
             let s = node.state.lock();
             wakeups.owners.extend(s.owner.iter().cloned());
-            next = if s.kind == Kind::TaskRoot { None } else { s.parent.clone() };
+            next = if node.kind == Kind::TaskRoot { None } else { s.parent.clone() };
             drop(s);
             wakeups.unshielded.push(node);
         }
@@ -765,7 +770,7 @@ impl Node {
         // Still cancelled *now*: the settled word read when the poll began may be stale (a
         // `start` child that called `started` in this poll moved under a nursery that is not
         // cancelled; a shield went up).
-        let owns = (matches!(s.kind, Kind::TaskRoot | Kind::Nursery) && self.is_effective())
+        let owns = (matches!(self.kind, Kind::TaskRoot | Kind::Nursery) && self.is_effective())
             || self.owns(&s);
         if !owns {
             return false;
@@ -774,7 +779,7 @@ impl Node {
         drop(s);
         while let Some(node) = stack.pop() {
             let s = node.state.lock();
-            let guard = match s.kind {
+            let guard = match node.kind {
                 Kind::TaskRoot => continue, // another task: not part of this one's subtree
                 Kind::Scope => s.shielded,
                 Kind::Nursery | Kind::Start => true,
@@ -803,7 +808,7 @@ impl Node {
             // A task root closes without `TREE`: it is only ever closed and relinked by its own
             // task (in turn), and its links change under its and its parent's locks; a
             // recompute that reaches it while it closes finds nothing left to wake.
-            let _tree = (this.kind() != Kind::TaskRoot).then(tree);
+            let _tree = (this.kind != Kind::TaskRoot).then(tree);
             let mut s = this.state.lock();
             if s.closed {
                 return s.caught;

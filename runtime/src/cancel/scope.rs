@@ -290,7 +290,7 @@ impl<F: Future> Future for Run<F> {
             node.set_owner(cx.waker());
         }
         let start = node.settled_word();
-        let guards = node.guard_mark();
+        let guards = node.guard_mark_if_settled(start);
         let polled = {
             let _current = task::NodeGuard::enter(node, cx.waker());
             inner

@@ -47,9 +47,8 @@ use std::task::{Context, Poll};
 use loom::thread;
 
 use super::{nursery, Nursery, TaskStatus};
+use crate::cancel::loom_models::Counter;
 use crate::cancel::scope::shield;
-use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use crate::sync::Arc;
 use crate::{checkpoint, CancelScope, Cancelled, Runtime};
 
 fn runtime() -> Runtime {
@@ -57,22 +56,6 @@ fn runtime() -> Runtime {
 }
 
 // ---- instruments ------------------------------------------------------------------------------
-
-/// Counts events. `Relaxed` on purpose (see the module doc).
-#[derive(Clone)]
-struct Counter(Arc<AtomicUsize>);
-
-impl Counter {
-    fn new() -> Counter {
-        Counter(Arc::new(AtomicUsize::new(0)))
-    }
-    fn incr(&self) {
-        self.0.fetch_add(1, Relaxed);
-    }
-    fn get(&self) -> usize {
-        self.0.load(Relaxed)
-    }
-}
 
 /// What one child did.
 #[derive(Clone)]

@@ -235,17 +235,9 @@ impl<E> Inner<E> {
         );
     }
 
-    /// A child ended: counts down and wakes the opener when nothing is left.
-    fn child_ended(&self) {
-        self.count_out();
-    }
-
-    /// A pending `start` ended without `started`: counts down like `child_ended`.
-    fn start_ended(&self) {
-        self.count_out();
-    }
-
-    fn count_out(&self) {
+    /// A child ended, or a pending `start` ended without `started` (one count covers both):
+    /// counts down and wakes the opener when nothing is left.
+    fn ended(&self) {
         let before = self.pending.fetch_sub(ONE, AcqRel);
         debug_assert!(before >= ONE, "a nursery counted out more children than it admitted");
         if before & !OPEN == ONE {
@@ -344,13 +336,10 @@ struct OnDrop<E>(Option<ChildSlot<E>>);
 impl<E> Drop for OnDrop<E> {
     fn drop(&mut self) {
         if let Some((inner, start)) = self.0.take() {
-            match start {
-                Some(core) if !core.is_started_or_end() => {
-                    core.deliver_early(Early::Dropped);
-                    inner.start_ended();
-                }
-                _ => inner.child_ended(),
+            if let Some(core) = start.filter(|core| !core.is_started_or_end()) {
+                core.deliver_early(Early::Dropped);
             }
+            inner.ended();
         }
     }
 }
@@ -411,7 +400,7 @@ where
                 };
                 Node::close(&root, false);
                 core.deliver_early(early);
-                inner.start_ended();
+                inner.ended();
                 return Poll::Ready(out);
             }
         }
@@ -458,7 +447,7 @@ fn file_outcome<T, E: fmt::Debug>(
             Err(ChildEnd::Panicked)
         }
     };
-    inner.child_ended();
+    inner.ended();
     out
 }
 
@@ -617,7 +606,7 @@ where
         // The body phase.
         if run.body_end.is_none() {
             let start_word = inner.node.settled_word();
-            let guards = inner.node.guard_mark();
+            let guards = inner.node.guard_mark_if_settled(start_word);
             let polled = {
                 let _current = task::NodeGuard::enter(&body_node, cx.waker());
                 let body =

@@ -71,7 +71,10 @@ impl<F: Future, S: Schedule> Harness<F, S> {
         // Rule 4 / DESIGN.md 3.10: with a root status node, the dropper needs the cancellation
         // settled (its leaves woken) before this poll began; without one, the bit suffices.
         let (cancelled_at_start, guards) = match self.header().root_node() {
-            Some(root) => (Node::word_is_settled_cancel(root.settled_word()), root.guard_mark()),
+            Some(root) => {
+                let word = root.settled_word();
+                (Node::word_is_settled_cancel(word), root.guard_mark_if_settled(word))
+            }
             None => (cancel_bit_at_start, GuardMark::Unchecked),
         };
         let (polled, repoll) = {
