@@ -600,3 +600,140 @@ fn a_child_future_is_dropped_before_its_nursery_returns() {
         assert!(dropped.load(SeqCst), "a dropped child's future outlived its nursery");
     });
 }
+
+// ---- children whose root status node is created lazily (4.1) ------------------------------
+//
+// A nursery child gets its root node only when it first needs one (a cancel point that sees
+// a cancellation, a scope, a first poll that ends `Pending` or begins under a cancelled
+// nursery); these pin down that it behaves exactly as if the root had existed from spawn.
+
+#[test]
+fn a_child_that_cancels_its_own_nursery_fails_its_next_cancel_point_in_the_same_poll() {
+    common::on_virtual(|| async {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = nursery(|n: N| {
+            let seen = seen.clone();
+            async move {
+                let inner = n.clone();
+                n.spawn(async move {
+                    inner.cancel_scope().cancel();
+                    for _ in 0..2 {
+                        // Level-triggered: every cancel point fails, without a poll between.
+                        let point = checkpoint().await;
+                        seen.lock().unwrap().push(point.is_err());
+                    }
+                    checkpoint().await?;
+                    Ok(())
+                });
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(*seen.lock().unwrap(), [true, true]);
+        assert_eq!(out.unwrap(), (), "the nursery's own cancellation is stripped");
+    });
+}
+
+#[test]
+fn a_child_waiting_on_a_foreign_future_is_dropped_when_its_nursery_is_cancelled() {
+    common::on_virtual(|| async {
+        let tracker = common::Tracker::new();
+        let t0 = Instant::now();
+        let out = nursery(|n: N| {
+            let tracker = tracker.clone();
+            async move {
+                // No cancel point: only the child's root (linked when its first poll ended
+                // `Pending`) lets the cancel below reach it.
+                n.spawn(tracker.track(async {
+                    futures::future::pending::<()>().await;
+                    Ok(())
+                }));
+                let canceller = n.clone();
+                spawn(async move {
+                    sleep(SEC).await.unwrap();
+                    canceller.cancel_scope().cancel();
+                });
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(out.unwrap(), ());
+        assert_eq!(Instant::now() - t0, SEC, "the cancel ends the wait at once");
+        // Woken by the cancel, polled once more as a cancelled task (3.10), then dropped.
+        assert_eq!(tracker.polls(), 2);
+        tracker.assert_all_dropped();
+    });
+}
+
+#[test]
+fn a_child_waiting_on_a_foreign_future_in_a_cancelled_nursery_is_dropped_after_one_poll() {
+    common::on_virtual(|| async {
+        let tracker = common::Tracker::new();
+        let out = nursery(|n: N| {
+            let tracker = tracker.clone();
+            async move {
+                n.cancel_scope().cancel();
+                n.spawn(tracker.track(async {
+                    futures::future::pending::<()>().await;
+                    Ok(())
+                }));
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(out.unwrap(), ());
+        assert_eq!(tracker.polls(), 1, "it starts (4.7) and its root drops it after that poll");
+        tracker.assert_all_dropped();
+    });
+}
+
+#[test]
+fn a_child_whose_nursery_is_cancelled_during_its_first_poll_is_polled_again_and_dropped() {
+    common::on_virtual(|| async {
+        let tracker = common::Tracker::new();
+        let out = nursery(|n: N| {
+            let tracker = tracker.clone();
+            async move {
+                let inner = n.clone();
+                // The cancel lands before the child's root exists and the child ignores it
+                // (no cancel point): its root, linked at the end of the poll, inherits the
+                // cancellation, and the task is polled again as a cancelled one and dropped.
+                n.spawn(tracker.track(async move {
+                    inner.cancel_scope().cancel();
+                    futures::future::pending::<()>().await;
+                    Ok(())
+                }));
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(out.unwrap(), ());
+        assert_eq!(tracker.polls(), 2);
+        tracker.assert_all_dropped();
+    });
+}
+
+#[test]
+fn cancelling_a_child_before_its_first_poll_strips_its_cancellation() {
+    let rt = common::virtual_runtime(1);
+    rt.block_on(async {
+        let tracker = common::Tracker::new();
+        let out = nursery(|n: N| {
+            let tracker = tracker.clone();
+            async move {
+                // One worker, busy with this body: the child cannot have run yet.
+                let child = n.spawn(tracker.track(async {
+                    checkpoint().await?;
+                    Ok(1u32)
+                }));
+                child.cancel();
+                let joined = child.await;
+                assert!(joined.unwrap_err().is_cancelled());
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(out.unwrap(), (), "a cancelled child is not a failure of its nursery");
+        tracker.assert_all_dropped();
+    });
+}

@@ -24,6 +24,11 @@
 //!   thread spawns a second child through a clone: either the spawn is refused and that child
 //!   never runs, or it is accepted and the nursery returns only after it ended. Never a child
 //!   running after the nursery returned, never a lost child.
+//! - [`lazy_root_link_racing_nursery_cancel`]: a child whose root node is lazy (4.1) runs its
+//!   first poll (a cancel point, then a wait only cancellation ends) while a foreign thread
+//!   cancels the nursery. The root is linked under the nursery when the poll ends `Pending`
+//!   (or earlier, if the cancel point sees the nursery cancelled): the cancel must reach the
+//!   waiting child whichever comes first, so its root drops it and the nursery returns.
 //! - [`started_racing_nursery_cancel`]: the body calls `start` inside a shield while a foreign
 //!   thread cancels the nursery. Before `started` the child sits under the shield, which the
 //!   cancel does not cross; after it the child is the nursery's, so the cancel reaches it
@@ -158,6 +163,41 @@ fn cancel_racing_spawn_into_nursery() {
         } else {
             assert_eq!(trace.polled.get(), 0, "a refused child never runs");
         }
+    });
+}
+
+// ---- 4.1: a child's lazy root linked racing a nursery cancel ----------------------------------
+
+#[test]
+fn lazy_root_link_racing_nursery_cancel() {
+    loom::model(|| {
+        let rt = runtime();
+        let trace = Trace::new();
+        let canceller = rt.block_on({
+            let trace = trace.clone();
+            async move {
+                let inside = trace.clone();
+                let canceller = nursery(|n: Nursery<io::Error>| async move {
+                    // The child has no root node until its first poll ends `Pending` (or its
+                    // cancel point sees the nursery cancelled): the cancel below either finds
+                    // the root linked and wakes the task, or the link finds the nursery
+                    // cancelled and the task polls itself again; either way its root drops it.
+                    drop(n.spawn(child(&inside, true)));
+                    let n = n.clone();
+                    Ok(thread::spawn(move || n.cancel_scope().cancel()))
+                })
+                .await
+                .expect("the child's cancellation is the nursery's own: stripped (4.4)");
+                assert_eq!(trace.dropped.get(), 1, "the nursery returned before its child ended");
+                canceller
+            }
+        });
+        canceller.join().unwrap();
+        drop(rt);
+
+        assert_eq!(trace.polled.get(), 1, "the child starts once");
+        assert_eq!(trace.passed.get() + trace.cancelled.get(), 1, "one cancel point ran");
+        assert_eq!(trace.dropped.get(), 1, "the child's future is dropped exactly once");
     });
 }
 

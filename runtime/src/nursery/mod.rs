@@ -5,7 +5,9 @@
 //!
 //! A nursery owns two status nodes: its scope's (kind `Nursery`: a guard, and the dropper of
 //! its body) and its body's (a plain scope node below it, whose live-`Cancelled` count
-//! classifies the body's `Err`). Each child task's root node hangs under the nursery's node.
+//! classifies the body's `Err`). Each child task's root node hangs under the nursery's node,
+//! linked lazily (`task::new_task_lazy_under`): a child that finishes in its first poll without
+//! needing a node never gets one, and the rest link when their first poll ends `Pending`.
 //!
 //! # Protocol (`State`, under its mutex)
 //!
@@ -288,7 +290,7 @@ impl<E: From<Cancelled> + fmt::Debug + Send + 'static> Nursery<E> {
     {
         self.inner.admit()?;
         let child = Child { future: Some(future), inner: Some(self.inner.clone()), start: None };
-        let join = self.inner.handle.spawn_under(child, &self.inner.node, |_| {});
+        let join = self.inner.handle.spawn_lazy_under(child, &self.inner.node);
         Ok(TaskHandle { join })
     }
 
@@ -387,8 +389,9 @@ where
         // by others (the nursery, the `start` caller) before that; so it is closed here first,
         // after classifying, and the live `Cancelled` values it counts move up to where they
         // are caught before anyone can return them (3.8). Closing is idempotent: the harness
-        // gets the same answer.
-        let root = task::current_node().expect("a child runs in a task");
+        // gets the same answer. A child that never needed its (lazy) root has none: nothing
+        // was delivered in it, so its `Err` is no cancellation.
+        let root = task::current_root();
         // A `start` child that ends before `started`: its outcome is the `start` caller's
         // (4.8), and it never counted as a child of the nursery.
         if let Some(core) = start {
@@ -398,29 +401,37 @@ where
                     Ok(Err(error)) => (Early::Failed(error), Err(ChildEnd::Failed)),
                     Err(payload) => (Early::Panicked(payload), Err(ChildEnd::Panicked)),
                 };
-                Node::close(&root, false);
+                close_root(root.as_ref());
                 core.deliver_early(early);
                 inner.ended();
                 return Poll::Ready(out);
             }
         }
-        Poll::Ready(file_outcome(&inner, &root, polled))
+        Poll::Ready(file_outcome(&inner, root.as_ref(), polled))
+    }
+}
+
+/// Closes a finished child's root, if it has one (see `Child::poll`).
+fn close_root(root: Option<&Arc<Node>>) {
+    if let Some(root) = root {
+        Node::close(root, false);
     }
 }
 
 /// Files a finished child's outcome with its nursery and counts it out.
 fn file_outcome<T, E: fmt::Debug>(
     inner: &Inner<E>,
-    root: &Arc<Node>,
+    root: Option<&Arc<Node>>,
     polled: Result<Result<T, E>, Box<dyn Any + Send>>,
 ) -> Result<T, ChildEnd> {
-    let class = match &polled {
-        Ok(Err(_)) => Some(classify(root, &inner.node)),
+    let class = match (&polled, root) {
+        (Ok(Err(_)), Some(root)) => Some(classify(root, &inner.node)),
+        (Ok(Err(_)), None) => Some(Class::Genuine),
         _ => None,
     };
     let out = match polled {
         Ok(Ok(value)) => {
-            Node::close(root, false);
+            close_root(root);
             Ok(value)
         }
         Ok(Err(error)) => match class.expect("classified above") {
@@ -429,11 +440,11 @@ fn file_outcome<T, E: fmt::Debug>(
             // and nothing is forwarded to the (shared) nursery node.
             Class::Stripped => {
                 drop(error);
-                Node::close(root, false);
+                close_root(root);
                 Err(ChildEnd::Cancelled)
             }
             class => {
-                Node::close(root, false);
+                close_root(root);
                 inner.file(task_name(), error, class);
                 match class {
                     Class::Genuine => Err(ChildEnd::Failed),
@@ -442,7 +453,7 @@ fn file_outcome<T, E: fmt::Debug>(
             }
         },
         Err(payload) => {
-            Node::close(root, false);
+            close_root(root);
             inner.file_panic(task_name(), payload);
             Err(ChildEnd::Panicked)
         }

@@ -170,6 +170,23 @@ impl Handle {
         join
     }
 
+    /// Spawns a nursery child whose root status node is created under `parent` on first need
+    /// (see `task::new_task_lazy_under`).
+    pub(crate) fn spawn_lazy_under<F>(
+        &self,
+        future: F,
+        parent: &Arc<crate::cancel::node::Node>,
+    ) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (task, notified, join) =
+            task::new_task_lazy_under(future, self.clone(), TaskId::next(), parent);
+        self.submit_new(task, notified);
+        join
+    }
+
     fn submit_new(&self, task: task::Task<Handle>, notified: task::Notified<Handle>) {
         let home = context::with_worker(|core| core.and_then(|c| c.home_for(&self.shared)));
         match self.shared.owned.bind(task, home) {

@@ -315,8 +315,14 @@ pub(crate) fn is_cancelled() -> bool {
             return unsafe { &*node }.is_effective();
         }
         match frame.task.get() {
-            // SAFETY: as in `with_current`.
-            Some(task) => unsafe { task.as_ref() }.state.is_cancelled_relaxed(),
+            Some(task) => {
+                // SAFETY: as in `with_current`.
+                let header = unsafe { task.as_ref() };
+                // A nursery child whose lazy root does not exist yet is cancelled as that root
+                // would be: by its own bit, or by the nursery it will hang under.
+                header.state.is_cancelled_relaxed()
+                    || header.lazy_root_parent_cancelled() == Some(true)
+            }
             None => false,
         }
     })
@@ -339,6 +345,12 @@ pub(crate) fn current_node() -> Option<Arc<Node>> {
     FRAME.with(|f| f.node.set(created));
     // SAFETY: the root lives in the header of the task being polled (see `with_node`).
     Some(unsafe { &*created }.clone())
+}
+
+/// The polled task's root status node, if it has one (never creates it). `None` outside
+/// tasks.
+pub(crate) fn current_root() -> Option<Arc<Node>> {
+    with_current(|header| header.root_node().cloned()).flatten()
 }
 
 /// The address of the current node, to tell whether a scope moved (3.4); 0 for none. Does not

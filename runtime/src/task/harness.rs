@@ -70,7 +70,15 @@ impl<F: Future, S: Schedule> Harness<F, S> {
     fn poll_running(self, cancel_bit_at_start: bool) -> bool {
         // Rule 4 / DESIGN.md 3.10: with a root status node, the dropper needs the cancellation
         // settled (its leaves woken) before this poll began; without one, the bit suffices.
-        let (cancelled_at_start, guards) = match self.header().root_node() {
+        let header = self.header();
+        let mut root = header.root_node();
+        if root.is_none() && header.lazy_root_parent_cancelled() == Some(true) {
+            // A nursery child's lazy root under a nursery that is cancelled already: created
+            // now, so this poll runs under it exactly as if it had been linked at spawn.
+            root = Some(header.materialize_root(Some(&*waker::waker_ref(header))));
+        }
+        let had_root = root.is_some();
+        let (cancelled_at_start, guards) = match root {
             Some(root) => {
                 let word = root.settled_word();
                 (Node::word_is_settled_cancel(word), root.guard_mark_if_settled(word))
@@ -116,7 +124,7 @@ impl<F: Future, S: Schedule> Harness<F, S> {
                     self.complete(output);
                     return false;
                 }
-                let idle = if repoll {
+                let idle = if repoll || (!had_root && self.link_lazy_root()) {
                     self.state().transition_to_notified_from_running()
                 } else {
                     self.state().transition_to_idle()
@@ -155,6 +163,23 @@ impl<F: Future, S: Schedule> Harness<F, S> {
                 _ => unreachable!("a task was polled after its future finished"),
             }
         })
+    }
+
+    /// After a `Pending` poll that began without a root status node: a nursery child's lazy
+    /// root is created now, linked under its nursery, so that a cancel of the nursery reaches
+    /// the waiting task from here on. Whether a root created during this poll is cancelled
+    /// already (it inherited the cancellation when it was linked, which wakes nobody): then
+    /// the task must be polled again, as one whose poll begins cancelled.
+    fn link_lazy_root(&self) -> bool {
+        let header = self.header();
+        let root = match header.root_node() {
+            Some(root) => root,
+            None if header.lazy_root_parent_cancelled().is_some() => {
+                header.materialize_root(Some(&*waker::waker_ref(header)))
+            }
+            None => return false,
+        };
+        root.is_effective()
     }
 
     /// Whether the root drops a cancelled future that just returned `Pending` (rule 4).

@@ -47,8 +47,8 @@ mod waker;
 mod loom_models;
 
 pub(crate) use current::{
-    current_id, current_node, current_node_addr, frame_waker_is, is_cancelled, wake_for_repoll,
-    woken_during_poll, CurrentTaskGuard, LazyGuard, LazyScope, NodeGuard,
+    current_id, current_node, current_node_addr, current_root, frame_waker_is, is_cancelled,
+    wake_for_repoll, woken_during_poll, CurrentTaskGuard, LazyGuard, LazyScope, NodeGuard,
 };
 pub use error::JoinError;
 pub use id::TaskId;
@@ -141,6 +141,25 @@ where
     let root = Node::enter_task_root(Some(parent), Some(&waker::waker_ref(task.header())));
     task.header().install_root(root.clone());
     (task, notified, join, root)
+}
+
+/// Allocates a nursery child whose root status node is lazy (DESIGN.md 4.1): it is linked
+/// under `parent` only when the task first needs it (see `Header::root`), so a child that
+/// finishes in its first poll costs its nursery no node.
+pub(crate) fn new_task_lazy_under<F, S>(
+    future: F,
+    scheduler: S,
+    id: TaskId,
+    parent: &crate::sync::Arc<crate::cancel::node::Node>,
+) -> (Task<S>, Notified<S>, JoinHandle<F::Output>)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+    S: Schedule,
+{
+    let (task, notified, join) = new_task(future, scheduler, id);
+    task.header().set_lazy_root_parent(parent.clone());
+    (task, notified, join)
 }
 
 impl<S: 'static> Task<S> {

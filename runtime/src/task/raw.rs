@@ -38,9 +38,16 @@ pub(crate) struct Header {
     /// Set once `root` holds the task's root status node (see [`Header::root_node`]).
     root_ready: AtomicBool,
     /// The task's root status node (DESIGN.md 3.3), created on first need: by the spawner
-    /// before the task is shared (a nursery child), or by the thread holding `RUNNING` (the
-    /// first scope or `Cancelled` in a plain task). Written once, before `root_ready` is set;
-    /// never written again; dropped with the cell.
+    /// before the task is shared (a `start` child), or by the thread holding `RUNNING` (the
+    /// first scope or `Cancelled` in a plain task; for a nursery child, also a first poll that
+    /// begins under a cancelled nursery or ends `Pending`). Once `root_ready` is set it holds
+    /// the root and is never written again; dropped with the cell.
+    ///
+    /// Before that it may hold the root's *parent* instead (a nursery child's nursery node,
+    /// stored before the task is shared): a lazy root, linked there when it is created. Only
+    /// the `RUNNING` holder reads or takes it then, and nobody else reads the cell while
+    /// `root_ready` is clear, so a child that finishes in its first poll never allocates a
+    /// node nor touches its nursery's.
     root: UnsafeCell<Option<Arc<Node>>>,
 }
 
@@ -85,14 +92,46 @@ impl Header {
         self.root_node().expect("just installed")
     }
 
-    /// The root status node, created now if the task has none (the caller holds `RUNNING`).
-    /// The root of a task cancelled before it existed is cancelled at once: with the fence in
-    /// `task::cancel_raw`, either the canceller sees the root or this sees its cancel bit.
+    /// Makes the root lazy: it will be linked under `parent` when it is created. Only before
+    /// the task is shared (task rule 2).
+    pub(super) fn set_lazy_root_parent(&self, parent: Arc<Node>) {
+        debug_assert!(!self.root_ready.load(Relaxed), "a lazy root is set before any root");
+        self.root.with_mut(|root| {
+            // SAFETY: the task is not shared yet, so the caller has exclusive use of the cell.
+            unsafe { *root = Some(parent) }
+        });
+    }
+
+    /// For a task whose lazy root is not created yet: whether the parent it will be linked
+    /// under is effectively cancelled (so the root would be). `None` for any other task. Only
+    /// for the thread holding `RUNNING`.
+    #[inline]
+    pub(crate) fn lazy_root_parent_cancelled(&self) -> Option<bool> {
+        if self.root_ready.load(Relaxed) {
+            return None;
+        }
+        self.root.with(|root| {
+            // SAFETY: `root_ready` is clear and only the `RUNNING` holder (the caller) writes
+            // the cell then (`materialize_root`); the reference does not outlive this call.
+            unsafe { (*root).as_ref() }.map(|parent| parent.is_effective())
+        })
+    }
+
+    /// The root status node, created now if the task has none (the caller holds `RUNNING`),
+    /// linked under the lazy parent if the task has one. The root of a task cancelled before
+    /// it existed is cancelled at once: with the fence in `task::cancel_raw`, either the
+    /// canceller sees the root or this sees its cancel bit.
     pub(crate) fn materialize_root(&self, owner: Option<&Waker>) -> &Arc<Node> {
         if let Some(root) = self.root_node() {
             return root;
         }
-        let root = self.install_root(Node::enter_task_root(None, owner));
+        let parent = self.root.with_mut(|root| {
+            // SAFETY: the caller holds `RUNNING` and `root_ready` is clear: nobody else reads
+            // or writes the cell (see `root`).
+            unsafe { (*root).take() }
+        });
+        let root = self.install_root(Node::enter_task_root(parent.as_ref(), owner));
+        drop(parent);
         fence(SeqCst);
         if self.state.is_cancelled_relaxed() {
             Node::cancel(root, crate::cancel::task_cancel_cause());
