@@ -186,6 +186,10 @@ impl<T> Slots<T> {
         Slots { entries: Vec::new(), free: Vec::new(), len: 0 }
     }
 
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     fn insert(&mut self, value: T) -> usize {
         self.len += 1;
         match self.free.pop() {
@@ -716,12 +720,17 @@ impl Node {
         }
         let mut old = node.word.load(Relaxed);
         let changed = (old & EFFECTIVE != 0) != effective;
+        // A node with no waiter and no child has nothing to wake before it is settled (step
+        // 3): it is stored settled at once (a leaf registering later takes this lock first,
+        // then re-checks the bit). Its owner is still woken in step 4.
+        let settled_now = if s.waiters.is_empty() && s.children.is_empty() { SETTLED } else { 0 };
         // Read-modify-writes, not plain stores: a settle (step 3, outside `TREE`) may race
         // them; only `SETTLED` can change under us.
         if changed {
             let new = loop {
                 let generation = (old & !FLAGS) + GENERATION;
-                let new = generation | inherited | if effective { EFFECTIVE } else { 0 };
+                let new =
+                    generation | inherited | if effective { EFFECTIVE | settled_now } else { 0 };
                 match node.word.compare_exchange(old, new, Release, Relaxed) {
                     Ok(_) => break new,
                     Err(current) => old = current,
@@ -730,7 +739,9 @@ impl Node {
             if effective {
                 wakeups.leaves.extend(s.waiters.iter().cloned());
                 wakeups.owners.extend(s.owner.iter().cloned());
-                wakeups.settle.push((node.clone(), new));
+                if settled_now == 0 {
+                    wakeups.settle.push((node.clone(), new));
+                }
             }
         } else if old & INHERITED != inherited {
             // Same bit, another owner (a shield toggled, the parent cancelled too): no wake-up.
@@ -740,7 +751,7 @@ impl Node {
                 old = current;
             }
         }
-        if changed || force_descend || seen_changed {
+        if (changed || force_descend || seen_changed) && !s.children.is_empty() {
             let cause = if effective { s.cause_for_children() } else { None };
             stack.extend(s.children.iter().map(|child| (child.clone(), effective, cause.clone())));
         }
@@ -821,21 +832,26 @@ impl Node {
             owner = s.owner.take();
             waiters = s.waiters.take_all(); // leftover leaf wakers are dropped, not woken
             let live = std::mem::take(&mut s.live);
-            if !caught {
-                if let Some(parent) = s.parent.clone() {
+            // Unlink from the parent under this node's lock (child before parent).
+            let link = s.parent.take();
+            let me = link.as_ref().map(|p| p.state.lock().children.remove(s.slot_in_parent));
+            parent = match link {
+                Some(link) if !caught => {
                     // Count first, link second (see the module doc).
                     if live > 0 {
-                        Node::add_live(&parent, live as isize);
+                        Node::add_live(&link, live as isize);
                     }
                     // Later clones and drops of values counted here follow the link (3.8).
-                    s.forward = Some(parent);
+                    s.forward = Some(link);
+                    None
                 }
-            }
+                link => link,
+            };
             drop(s);
-            parent = this.detach();
-            // Children still linked (a scope dropped around a running nursery cannot happen:
-            // nurseries are guards; a task root's in-task nodes close before it) are left to
-            // close themselves; they keep their parent link until then.
+            drop(me); // `this` is alive (we hold `&Arc`), so this is never the last reference
+                      // Children still linked (a scope dropped around a running nursery cannot happen:
+                      // nurseries are guards; a task root's in-task nodes close before it) are left to
+                      // close themselves; they keep their parent link until then.
         }
         if let Some((handle, key)) = timer {
             handle.shared.driver.time.remove(key);
@@ -877,6 +893,22 @@ impl Node {
     /// A `Cancelled` is being delivered at this node: counts it and returns the cause of the
     /// cancellation it sees (from the nearest cancelled scope up to the nearest shield).
     pub(crate) fn deliver(this: &Arc<Node>) -> Cause {
+        {
+            // The common case, under one lock: the node counts its own values (no `forward`
+            // link: open) and is effective.
+            let mut s = this.state.lock();
+            if s.forward.is_none() {
+                let cause = match (&s.cause, &s.seen) {
+                    (Some(cause), _) => Some(cause.clone()),
+                    (None, Some(seen)) => Some(Cause::clone(seen)),
+                    (None, None) => None,
+                };
+                if let Some(cause) = cause {
+                    s.live += 1;
+                    return cause;
+                }
+            }
+        }
         Node::add_live(this, 1);
         {
             let s = this.state.lock();
