@@ -27,7 +27,9 @@
 //! 2. after unlocking: wake the collected waiters (leaves inside `FuturesUnordered` and the
 //!    like, so their next poll reports `Cancelled`);
 //! 3. settle: set `SETTLED` on each changed node whose word still has the generation stored in
-//!    step 1 (a compare-exchange, so a later change is never settled by an earlier one);
+//!    step 1 (a compare-exchange, so a later change is never settled by an earlier one); a
+//!    node with no waiter and no child (most task roots) has nothing below it to wake, so
+//!    step 1 stores it settled already;
 //! 4. wake the collected owners (the tasks with a frame in the subtree, the caller's included).
 //!
 //! A dropper (3.10) drops its inner future only if the word it read when its poll began had
@@ -136,38 +138,70 @@ pub(crate) struct Node {
     state: Mutex<NodeState>,
 }
 
+/// What every node needs, kept small so that a task root (most nodes) is one small
+/// allocation; the rest is in [`Cold`], allocated on first need.
 struct NodeState {
     parent: Option<Arc<Node>>,
+    forward: Option<Arc<Node>>,
+    /// While effective without a cause of its own: the cause of the nearest cancelled scope
+    /// above it (set by `recompute`), so delivering a `Cancelled` does not walk up.
+    seen: Option<Arc<Cause>>,
+    /// The waker that gets whoever polls this node polled again.
+    owner: Option<Waker>,
+    cold: Option<Box<Cold>>,
+    live: u32,
     /// Index in the parent's `children` while linked.
-    slot_in_parent: usize,
-    children: Slots<Arc<Node>>,
+    slot_in_parent: u32,
     /// Linked at least once (entered); a scope is entered only once (3.12).
     entered: bool,
     closed: bool,
     caught: bool,
-    cause: Option<Cause>,
-    /// While effective without a cause of its own: the cause of the nearest cancelled scope
-    /// above it (set by `recompute`), so delivering a `Cancelled` does not walk up.
-    seen: Option<Arc<Cause>>,
     shielded: bool,
+}
+
+/// The fields a node has only if it is a scope's own (a cause, a deadline), has children or
+/// leaves registered: a task root with neither never allocates them.
+struct Cold {
+    children: Slots<Arc<Node>>,
+    waiters: Slots<Waker>,
+    cause: Option<Cause>,
     /// A relative deadline, turned absolute on entry.
     timeout: Option<std::time::Duration>,
     deadline: Option<Instant>,
     timer: Option<(Handle, TimerKey)>,
-    /// The waker that gets whoever polls this node polled again.
-    owner: Option<Waker>,
-    waiters: Slots<Waker>,
-    live: usize,
-    forward: Option<Arc<Node>>,
 }
+
+impl Cold {
+    const EMPTY: Cold = Cold {
+        children: Slots::new(),
+        waiters: Slots::new(),
+        cause: None,
+        timeout: None,
+        deadline: None,
+        timer: None,
+    };
+}
+
+/// What a node without cold fields reads.
+static NO_COLD: Cold = Cold::EMPTY;
 
 /// A node still to recompute: with its parent's bit and the cause its parent passes down.
 type Pending = (Arc<Node>, bool, Option<Arc<Cause>>);
 
 impl NodeState {
+    /// The cold fields, to read (empty ones if the node has none).
+    fn c(&self) -> &Cold {
+        self.cold.as_deref().unwrap_or(&NO_COLD)
+    }
+
+    /// The cold fields, to write (allocated now if the node has none).
+    fn cm(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(|| Box::new(Cold::EMPTY))
+    }
+
     /// The cause an effective node's children see: its own, or the one it sees.
     fn cause_for_children(&self) -> Option<Arc<Cause>> {
-        match &self.cause {
+        match &self.c().cause {
             Some(cause) => Some(Arc::new(cause.clone())),
             None => self.seen.clone(),
         }
@@ -228,6 +262,17 @@ impl<T> Slots<T> {
     }
 }
 
+/// A child's index in its parent's `children`, stored in 32 bits.
+fn slot_index(slot: usize) -> u32 {
+    u32::try_from(slot).expect("more than 4 billion status nodes linked under one node")
+}
+
+/// A live count moved by `delta` (saturating: counts never go below zero).
+fn add_signed(live: u32, delta: isize) -> u32 {
+    let moved = i64::from(live).saturating_add(delta as i64);
+    moved.clamp(0, i64::from(u32::MAX)) as u32
+}
+
 /// The process-wide tree lock (see the module doc).
 fn tree() -> MutexGuard<'static, ()> {
     crate::sync::tree_lock()
@@ -281,21 +326,16 @@ impl Node {
             unshield_done: AtomicU64::new(0),
             state: Mutex::new(NodeState {
                 parent: None,
+                forward: None,
+                seen: None,
+                owner: None,
+                cold: None,
+                live: 0,
                 slot_in_parent: 0,
-                children: Slots::new(),
                 entered: false,
                 closed: false,
                 caught: false,
-                cause: None,
-                seen: None,
                 shielded: false,
-                timeout: None,
-                deadline: None,
-                timer: None,
-                owner: None,
-                waiters: Slots::new(),
-                live: 0,
-                forward: None,
             }),
         })
     }
@@ -347,8 +387,9 @@ impl Node {
     pub(crate) fn set_timeout(&self, timeout: std::time::Duration) {
         let _tree = tree();
         let mut s = self.state.lock();
-        s.deadline = None;
-        s.timeout = Some(timeout);
+        let cold = s.cm();
+        cold.deadline = None;
+        cold.timeout = Some(timeout);
     }
 
     // ---- linking ----------------------------------------------------------------------------
@@ -374,18 +415,20 @@ impl Node {
             // 3.11: a passed deadline cancels on entry; otherwise its timer is registered only
             // once the scope's future is suspended (`arm_deadline_if_wanted`): a scope around
             // an operation that completes at once never touches the timers.
-            if let Some(timeout) = s.timeout.take() {
-                s.deadline = Some(super::scope::clock_now() + timeout);
-                if timeout.is_zero() && s.cause.is_none() {
-                    s.cause = Some(Cause { source: CancelSource::Deadline, reason: None });
+            if let Some(cold) = s.cold.as_deref_mut() {
+                if let Some(timeout) = cold.timeout.take() {
+                    cold.deadline = Some(super::scope::clock_now() + timeout);
+                    if timeout.is_zero() && cold.cause.is_none() {
+                        cold.cause = Some(Cause { source: CancelSource::Deadline, reason: None });
+                    }
+                } else if let Some(deadline) = cold.deadline {
+                    if cold.cause.is_none() && deadline <= super::scope::clock_now() {
+                        cold.cause = Some(Cause { source: CancelSource::Deadline, reason: None });
+                    }
                 }
-            } else if let Some(deadline) = s.deadline {
-                if s.cause.is_none() && deadline <= super::scope::clock_now() {
-                    s.cause = Some(Cause { source: CancelSource::Deadline, reason: None });
+                if cold.deadline.is_some() && cold.cause.is_none() {
+                    this.timer_wanted.store(true, Relaxed);
                 }
-            }
-            if s.deadline.is_some() && s.cause.is_none() {
-                this.timer_wanted.store(true, Relaxed);
             }
             drop(s);
             Node::attach(this, parent);
@@ -408,9 +451,10 @@ impl Node {
             let mut s = node.state.lock();
             s.entered = true;
             s.owner = Some(owner.clone());
-            s.deadline = Some(deadline);
+            let cold = s.cm();
+            cold.deadline = Some(deadline);
             if deadline <= super::scope::clock_now() {
-                s.cause = Some(Cause { source: CancelSource::Deadline, reason: None });
+                cold.cause = Some(Cause { source: CancelSource::Deadline, reason: None });
             } else {
                 node.timer_wanted.store(true, Relaxed);
             }
@@ -446,7 +490,7 @@ impl Node {
         }
         let Some(parent) = parent else { return node };
         let mut p = parent.state.lock();
-        let slot = p.children.insert(node.clone());
+        let slot = p.cm().children.insert(node.clone());
         let seen = if parent.is_effective() {
             node.word.store(GENERATION | EFFECTIVE | INHERITED | SETTLED, Release);
             p.cause_for_children()
@@ -456,7 +500,7 @@ impl Node {
         {
             let mut s = node.state.lock();
             s.parent = Some(parent.clone());
-            s.slot_in_parent = slot;
+            s.slot_in_parent = slot_index(slot);
             s.seen = seen;
         }
         drop(p);
@@ -485,9 +529,9 @@ impl Node {
     fn attach(this: &Arc<Node>, parent: Option<&Arc<Node>>) {
         let mut s = this.state.lock();
         if let Some(parent) = parent {
-            let slot = parent.state.lock().children.insert(this.clone());
+            let slot = parent.state.lock().cm().children.insert(this.clone());
             s.parent = Some(parent.clone());
-            s.slot_in_parent = slot;
+            s.slot_in_parent = slot_index(slot);
         }
     }
 
@@ -495,7 +539,7 @@ impl Node {
     fn detach(&self) -> Option<Arc<Node>> {
         let mut s = self.state.lock();
         let parent = s.parent.take()?;
-        let me = parent.state.lock().children.remove(s.slot_in_parent);
+        let me = parent.state.lock().cm().children.remove(s.slot_in_parent as usize);
         drop(s);
         drop(me); // `self` is alive (we hold `&self`), so this is never the last reference
         Some(parent)
@@ -524,10 +568,10 @@ impl Node {
         {
             let _tree = tree();
             let mut s = this.state.lock();
-            if s.cause.is_some() {
+            if s.c().cause.is_some() {
                 return;
             }
-            s.cause = Some(cause);
+            s.cm().cause = Some(cause);
             let closed = s.closed;
             drop(s);
             if !closed {
@@ -594,8 +638,9 @@ impl Node {
         {
             let _tree = tree();
             let mut s = this.state.lock();
-            s.timeout = None;
-            s.deadline = deadline;
+            let cold = s.cm();
+            cold.timeout = None;
+            cold.deadline = deadline;
             let live = s.entered && !s.closed;
             drop(s);
             if live {
@@ -611,13 +656,14 @@ impl Node {
     /// cancel if the deadline has passed. The caller recomputes.
     fn arm_deadline(this: &Arc<Node>, wakeups: &mut Wakeups) {
         let mut s = this.state.lock();
-        wakeups.timers.extend(s.timer.take());
-        let Some(deadline) = s.deadline else { return };
-        if s.cause.is_some() {
+        let Some(cold) = s.cold.as_deref_mut() else { return };
+        wakeups.timers.extend(cold.timer.take());
+        let Some(deadline) = cold.deadline else { return };
+        if cold.cause.is_some() {
             return;
         }
         if deadline <= super::scope::clock_now() {
-            s.cause = Some(Cause { source: CancelSource::Deadline, reason: None });
+            cold.cause = Some(Cause { source: CancelSource::Deadline, reason: None });
             return;
         }
         if deadline.as_nanos() == u64::MAX {
@@ -626,7 +672,7 @@ impl Node {
         drop(s);
         let timer =
             super::scope::register_deadline(deadline, arc_waker(DeadlineWake(this.clone())));
-        this.state.lock().timer = timer;
+        this.state.lock().cm().timer = timer;
     }
 
     /// The scope's future is about to return `Pending`: registers its deadline timer if entry
@@ -647,7 +693,7 @@ impl Node {
                 return;
             }
             let s = this.state.lock();
-            let live = s.entered && !s.closed && s.timer.is_none();
+            let live = s.entered && !s.closed && s.c().timer.is_none();
             drop(s);
             if live {
                 Node::arm_deadline(this, &mut wakeups);
@@ -659,7 +705,7 @@ impl Node {
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
         let _tree = tree();
-        self.state.lock().deadline
+        self.state.lock().c().deadline
     }
 
     pub(crate) fn is_shielded(&self) -> bool {
@@ -669,7 +715,7 @@ impl Node {
 
     pub(crate) fn cancel_called(&self) -> bool {
         let _tree = tree();
-        self.state.lock().cause.is_some()
+        self.state.lock().c().cause.is_some()
     }
 
     pub(crate) fn cancelled_caught(&self) -> bool {
@@ -707,9 +753,10 @@ impl Node {
         wakeups: &mut Wakeups,
     ) {
         let mut s = node.state.lock();
-        let effective = s.cause.is_some() || (parent_effective && !s.shielded);
+        let own_cause = s.c().cause.is_some();
+        let effective = own_cause || (parent_effective && !s.shielded);
         let inherited = if effective && parent_effective && !s.shielded { INHERITED } else { 0 };
-        let seen = if effective && s.cause.is_none() { parent_cause } else { None };
+        let seen = if effective && !own_cause { parent_cause } else { None };
         let seen_changed = match (&s.seen, &seen) {
             (Some(old), Some(new)) => !Arc::ptr_eq(old, new),
             (None, None) => false,
@@ -723,7 +770,8 @@ impl Node {
         // A node with no waiter and no child has nothing to wake before it is settled (step
         // 3): it is stored settled at once (a leaf registering later takes this lock first,
         // then re-checks the bit). Its owner is still woken in step 4.
-        let settled_now = if s.waiters.is_empty() && s.children.is_empty() { SETTLED } else { 0 };
+        let settled_now =
+            if s.c().waiters.is_empty() && s.c().children.is_empty() { SETTLED } else { 0 };
         // Read-modify-writes, not plain stores: a settle (step 3, outside `TREE`) may race
         // them; only `SETTLED` can change under us.
         if changed {
@@ -737,7 +785,7 @@ impl Node {
                 }
             };
             if effective {
-                wakeups.leaves.extend(s.waiters.iter().cloned());
+                wakeups.leaves.extend(s.c().waiters.iter().cloned());
                 wakeups.owners.extend(s.owner.iter().cloned());
                 if settled_now == 0 {
                     wakeups.settle.push((node.clone(), new));
@@ -751,9 +799,10 @@ impl Node {
                 old = current;
             }
         }
-        if (changed || force_descend || seen_changed) && !s.children.is_empty() {
+        if (changed || force_descend || seen_changed) && !s.c().children.is_empty() {
             let cause = if effective { s.cause_for_children() } else { None };
-            stack.extend(s.children.iter().map(|child| (child.clone(), effective, cause.clone())));
+            let children = s.c().children.iter();
+            stack.extend(children.map(|child| (child.clone(), effective, cause.clone())));
         }
     }
 
@@ -786,7 +835,7 @@ impl Node {
         if !owns {
             return false;
         }
-        let mut stack: Vec<Arc<Node>> = s.children.iter().cloned().collect();
+        let mut stack: Vec<Arc<Node>> = s.c().children.iter().cloned().collect();
         drop(s);
         while let Some(node) = stack.pop() {
             let s = node.state.lock();
@@ -798,7 +847,7 @@ impl Node {
             if guard {
                 return false;
             }
-            stack.extend(s.children.iter().cloned());
+            stack.extend(s.c().children.iter().cloned());
         }
         true
     }
@@ -828,13 +877,15 @@ impl Node {
             s.closed = true;
             s.caught = caught;
             this.end.store(if caught { CAUGHT } else { CLOSED }, Release);
-            timer = s.timer.take();
+            timer = s.cold.as_deref_mut().and_then(|cold| cold.timer.take());
             owner = s.owner.take();
-            waiters = s.waiters.take_all(); // leftover leaf wakers are dropped, not woken
+            // Leftover leaf wakers are dropped, not woken.
+            waiters = s.cold.as_deref_mut().map(|cold| cold.waiters.take_all());
             let live = std::mem::take(&mut s.live);
             // Unlink from the parent under this node's lock (child before parent).
             let link = s.parent.take();
-            let me = link.as_ref().map(|p| p.state.lock().children.remove(s.slot_in_parent));
+            let slot = s.slot_in_parent as usize;
+            let me = link.as_ref().and_then(|p| p.state.lock().cm().children.remove(slot));
             parent = match link {
                 Some(link) if !caught => {
                     // Count first, link second (see the module doc).
@@ -865,7 +916,7 @@ impl Node {
     /// Registers a leaf's waker; then the caller re-checks [`Node::is_effective`].
     pub(crate) fn add_waiter(&self, waker: Waker) -> usize {
         let mut s = self.state.lock();
-        let slot = s.waiters.insert(waker);
+        let slot = s.cm().waiters.insert(waker);
         drop(s);
         // Pairs with the store in `recompute`, which happens under this node's lock too.
         slot
@@ -874,7 +925,7 @@ impl Node {
     /// Replaces a registered leaf waker if it changed.
     pub(crate) fn update_waiter(&self, slot: usize, waker: &Waker) {
         let mut s = self.state.lock();
-        if let Some(w) = s.waiters.get_mut(slot) {
+        if let Some(w) = s.cm().waiters.get_mut(slot) {
             if !w.will_wake(waker) {
                 let old = std::mem::replace(w, waker.clone());
                 drop(s);
@@ -884,7 +935,7 @@ impl Node {
     }
 
     pub(crate) fn remove_waiter(&self, slot: usize) {
-        let old = self.state.lock().waiters.remove(slot);
+        let old = self.state.lock().cm().waiters.remove(slot);
         drop(old);
     }
 
@@ -898,7 +949,7 @@ impl Node {
             // link: open) and is effective.
             let mut s = this.state.lock();
             if s.forward.is_none() {
-                let cause = match (&s.cause, &s.seen) {
+                let cause = match (&s.c().cause, &s.seen) {
                     (Some(cause), _) => Some(cause.clone()),
                     (None, Some(seen)) => Some(Cause::clone(seen)),
                     (None, None) => None,
@@ -912,7 +963,7 @@ impl Node {
         Node::add_live(this, 1);
         {
             let s = this.state.lock();
-            if let Some(cause) = &s.cause {
+            if let Some(cause) = &s.c().cause {
                 return cause.clone();
             }
             if let Some(seen) = &s.seen {
@@ -923,7 +974,7 @@ impl Node {
         let mut node = this.clone();
         loop {
             let s = node.state.lock();
-            if let Some(cause) = &s.cause {
+            if let Some(cause) = &s.c().cause {
                 return cause.clone();
             }
             if s.shielded {
@@ -944,7 +995,7 @@ impl Node {
             let mut s = this.state.lock();
             match s.forward.clone() {
                 None => {
-                    s.live = s.live.saturating_add_signed(delta);
+                    s.live = add_signed(s.live, delta);
                     return;
                 }
                 Some(next) => next,
@@ -954,7 +1005,7 @@ impl Node {
             let mut s = next.state.lock();
             match s.forward.clone() {
                 None => {
-                    s.live = s.live.saturating_add_signed(delta);
+                    s.live = add_signed(s.live, delta);
                     return;
                 }
                 Some(further) => {
@@ -1028,7 +1079,7 @@ impl Node {
     #[cfg(all(test, loom))]
     pub(crate) fn live(&self) -> usize {
         let _tree = tree();
-        self.state.lock().live
+        self.state.lock().live as usize
     }
 
     /// The earliest deadline from this node up to the nearest shield, or a past instant if the
@@ -1042,7 +1093,7 @@ impl Node {
         let mut node = this.clone();
         loop {
             let s = node.state.lock();
-            if let Some(d) = s.deadline {
+            if let Some(d) = s.c().deadline {
                 best = Some(best.map_or(d, |b| b.min(d)));
             }
             if s.shielded {
@@ -1068,5 +1119,19 @@ impl std::task::Wake for DeadlineWake {
 
     fn wake_by_ref(self: &std::sync::Arc<Self>) {
         Node::cancel(&self.0, Cause { source: CancelSource::Deadline, reason: None });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod size_budget {
+    use super::Node;
+
+    /// Every task that waits gets a root node: keep it in the allocator's small classes (with
+    /// glibc, chunks up to 128 bytes: the node, the `Arc`'s two counts and the chunk header),
+    /// which are freed without taking an arena lock when another worker frees them.
+    #[test]
+    fn a_status_node_fits_a_small_allocation() {
+        let size = std::mem::size_of::<Node>();
+        assert!(size <= 104, "a status node grew to {size} bytes (budget: 104)");
     }
 }
