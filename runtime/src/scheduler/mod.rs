@@ -13,6 +13,7 @@
 mod idle;
 mod park;
 mod queue;
+mod returned;
 mod shutdown;
 mod worker;
 
@@ -29,6 +30,7 @@ use std::future::Future;
 
 use self::idle::Idle;
 use self::queue::{Injector, Stealer, Worker};
+use self::returned::Returned;
 use crate::blocking::BlockingPool;
 use crate::context;
 use crate::driver::Driver;
@@ -79,7 +81,15 @@ pub(crate) struct Shared {
 struct Remote {
     stealer: Stealer<Notified<Handle>>,
     parker: Parker,
+    /// This worker's home tasks that other workers completed and released from the registry
+    /// (`worker.rs`, "Releasing completed tasks"): their last references, dropped by this
+    /// worker.
+    returned: Returned<ReleasedTask>,
 }
+
+/// A completed task's last references: the completing worker's and the registry's (`None` if
+/// it was never registered).
+type ReleasedTask = (Task<Handle>, Option<Task<Handle>>);
 
 impl Handle {
     /// Builds the shared state and the per-worker cores (not yet running).
@@ -93,7 +103,11 @@ impl Handle {
             (0..workers).map(|_| Worker::new_fifo()).collect();
         let remotes = locals
             .iter()
-            .map(|local| Remote { stealer: local.stealer(), parker: Parker::new() })
+            .map(|local| Remote {
+                stealer: local.stealer(),
+                parker: Parker::new(),
+                returned: Returned::new(),
+            })
             .collect();
         let shared = Shared {
             injector: Injector::new(),

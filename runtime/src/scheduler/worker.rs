@@ -17,6 +17,14 @@
 //! lasts; after that the slot is flushed to the local queue so that two tasks waking each
 //! other cannot starve the rest. The slot is not stealable; the first wake into an empty slot
 //! does not wake another worker, every push into the local queue does (rule 1 of `idle.rs`).
+//!
+//! # Releasing completed tasks
+//!
+//! A task completed on its home worker (the one that spawned it) leaves the registry at once.
+//! One completed here but homed elsewhere is kept and released in a batch
+//! ([`RELEASE_BATCH`], and before the worker sleeps): one lock of the home shard per batch;
+//! then its last references go back to the home worker, which frees the cells it allocated
+//! (`returned.rs`).
 
 use std::cell::{Cell, RefCell};
 
@@ -31,6 +39,14 @@ use std::time::Duration;
 
 pub(crate) type Task = Notified<Handle>;
 type OwnedTask = crate::task::Task<Handle>;
+type ReleasedTask = (OwnedTask, Option<OwnedTask>);
+
+/// Drops completed tasks' last references (deallocating them).
+fn drop_released(tasks: Vec<ReleasedTask>) {
+    for (task, registry) in tasks {
+        task.drop_with(registry);
+    }
+}
 
 /// The state only the worker's own thread touches (through the thread-local context).
 pub(crate) struct WorkerCore {
@@ -94,16 +110,39 @@ impl WorkerCore {
         self.completed.borrow_mut().push(task);
     }
 
-    /// Releases the completed tasks from the registry (dropping both references of each).
+    /// Releases the completed tasks from the registry in one batch and hands their last
+    /// references to their home workers (`returned.rs`); first drops what peers handed to
+    /// this worker.
     fn release_completed(&self) {
+        self.drop_returned();
         let tasks = std::mem::take(&mut *self.completed.borrow_mut());
         if tasks.is_empty() {
             return;
         }
         let registry = self.shared().owned.remove_batch(&tasks);
-        for (task, registry) in tasks.into_iter().zip(registry) {
-            task.drop_with(registry);
+        let mut released: Vec<ReleasedTask> = tasks.into_iter().zip(registry).collect();
+        let home = |(task, _): &ReleasedTask| task.header().owned_location().0;
+        released.sort_unstable_by_key(home);
+        while let Some(last) = released.last() {
+            let to = home(last);
+            let run = released.iter().rev().take_while(|task| home(task) == to).count();
+            let batch = released.split_off(released.len() - run);
+            let refused = match self.shared().remotes.get(to) {
+                Some(remote) if to != self.index => remote.returned.hand_back(batch),
+                _ => batch, // no home worker (spawned from outside the workers)
+            };
+            drop_released(refused);
         }
+    }
+
+    /// Drops what peers handed back to this worker.
+    fn drop_returned(&self) {
+        drop_released(self.shared().remotes[self.index].returned.take());
+    }
+
+    /// The worker stops: drops what was handed back to it and refuses more.
+    fn close_returned(&self) {
+        drop_released(self.shared().remotes[self.index].returned.close());
     }
 
     /// Queues a task woken or spawned on this worker (see "The LIFO slot").
@@ -152,6 +191,7 @@ impl WorkerCore {
         }
         self.drain_local();
         self.release_completed();
+        self.close_returned();
     }
 
     fn next_task(&self, tick: u32) -> Option<Task> {
