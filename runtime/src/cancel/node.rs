@@ -199,6 +199,26 @@ impl NodeState {
         self.cold.get_or_insert_with(|| Box::new(Cold::EMPTY))
     }
 
+    /// The cause of the cancellation this node sees if it is effective: its own, or the one
+    /// recorded from above.
+    fn cause_seen(&self) -> Option<Cause> {
+        match (&self.c().cause, &self.seen) {
+            (Some(cause), _) => Some(cause.clone()),
+            (None, Some(seen)) => Some(Cause::clone(seen)),
+            (None, None) => None,
+        }
+    }
+
+    /// Removes the node from its parent's children (the caller holds this node's lock, so
+    /// this locks child before parent). Returns the parent link and the parent's reference to
+    /// this node, to be dropped after the locks: never the last reference while the caller
+    /// holds the node.
+    fn unlink(&mut self) -> (Option<Arc<Node>>, Option<Arc<Node>>) {
+        let Some(parent) = self.parent.take() else { return (None, None) };
+        let me = parent.state.lock().cm().children.remove(self.slot_in_parent as usize);
+        (Some(parent), me)
+    }
+
     /// The cause an effective node's children see: its own, or the one it sees.
     fn cause_for_children(&self) -> Option<Arc<Cause>> {
         match &self.c().cause {
@@ -537,12 +557,9 @@ impl Node {
 
     /// Under `TREE`: removes `self` from its parent's children; returns the parent.
     fn detach(&self) -> Option<Arc<Node>> {
-        let mut s = self.state.lock();
-        let parent = s.parent.take()?;
-        let me = parent.state.lock().cm().children.remove(s.slot_in_parent as usize);
-        drop(s);
-        drop(me); // `self` is alive (we hold `&self`), so this is never the last reference
-        Some(parent)
+        let (parent, me) = self.state.lock().unlink();
+        drop(me);
+        parent
     }
 
     /// Records the waker that re-polls this node (3.2: cancel wakes every task with a frame in
@@ -883,9 +900,7 @@ impl Node {
             waiters = s.cold.as_deref_mut().map(|cold| cold.waiters.take_all());
             let live = std::mem::take(&mut s.live);
             // Unlink from the parent under this node's lock (child before parent).
-            let link = s.parent.take();
-            let slot = s.slot_in_parent as usize;
-            let me = link.as_ref().and_then(|p| p.state.lock().cm().children.remove(slot));
+            let (link, me) = s.unlink();
             parent = match link {
                 Some(link) if !caught => {
                     // Count first, link second (see the module doc).
@@ -899,10 +914,10 @@ impl Node {
                 link => link,
             };
             drop(s);
-            drop(me); // `this` is alive (we hold `&Arc`), so this is never the last reference
-                      // Children still linked (a scope dropped around a running nursery cannot happen:
-                      // nurseries are guards; a task root's in-task nodes close before it) are left to
-                      // close themselves; they keep their parent link until then.
+            drop(me);
+            // Children still linked (a scope dropped around a running nursery cannot happen:
+            // nurseries are guards; a task root's in-task nodes close before it) are left to
+            // close themselves; they keep their parent link until then.
         }
         if let Some((handle, key)) = timer {
             handle.shared.driver.time.remove(key);
@@ -949,26 +964,15 @@ impl Node {
             // link: open) and is effective.
             let mut s = this.state.lock();
             if s.forward.is_none() {
-                let cause = match (&s.c().cause, &s.seen) {
-                    (Some(cause), _) => Some(cause.clone()),
-                    (None, Some(seen)) => Some(Cause::clone(seen)),
-                    (None, None) => None,
-                };
-                if let Some(cause) = cause {
+                if let Some(cause) = s.cause_seen() {
                     s.live += 1;
                     return cause;
                 }
             }
         }
         Node::add_live(this, 1);
-        {
-            let s = this.state.lock();
-            if let Some(cause) = &s.c().cause {
-                return cause.clone();
-            }
-            if let Some(seen) = &s.seen {
-                return Cause::clone(seen);
-            }
+        if let Some(cause) = this.state.lock().cause_seen() {
+            return cause;
         }
         // Not effective (a `Cancelled` delivered by hand): the nearest cancelled scope above.
         let mut node = this.clone();
